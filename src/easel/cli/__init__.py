@@ -1,0 +1,1 @@
+"""The ``easel`` command line: one Typer app, a sub-app per stage of the flow."""

@@ -1,0 +1,89 @@
+"""Settings: one pydantic ``Settings`` object, read from the environment (``EASEL_*``).
+
+``EASEL_HOME`` holds everything Easel writes: fetched sources, rendered corpora, the
+database, indexes, keys and certificates, generated images. Nothing is written anywhere
+else unless a command is told to.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from easel.errors import EaselError
+
+
+def _default_home() -> Path:
+    return Path(os.path.expanduser("~")) / ".easel"
+
+
+class Settings(BaseSettings):
+    """Easel's settings. Every field can be set with an ``EASEL_<NAME>`` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="EASEL_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Where Easel keeps its state.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is a SQLite file under EASEL_HOME.",
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Model directory to generate with; default is the model shipped in the package.",
+    )
+    npm: str = Field(default="npm", description="The npm executable used by `easel corpus fetch`.")
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _expand(cls, value: object) -> object:
+        if isinstance(value, str):
+            return Path(os.path.expanduser(value))
+        return value
+
+    # Derived locations -------------------------------------------------------------
+    @property
+    def sources_dir(self) -> Path:
+        return self.home / "sources"
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.home / "corpus"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.home / "outputs"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in force (SQLite under ``home`` unless set)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'easel.db'}"
+
+    def ensure_home(self) -> Path:
+        """Create ``home`` if needed and check it is writable; raise a clear error if not."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            probe = self.home / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise EaselError(
+                f"EASEL_HOME {self.home} is not writable: {exc.strerror or exc}",
+                hint="set EASEL_HOME to a directory you can write to",
+            ) from exc
+        return self.home
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests call ``get_settings.cache_clear()``)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The corpus: consented emoji sets fetched from npm, rendered, and frozen into manifests."""

@@ -1,0 +1,49 @@
+"""Captions and concept keys from Iconify icon names.
+
+``fox-face`` → "fox face"; ``waving-hand-medium-dark-skin-tone`` → "waving hand, medium-dark
+skin tone". The *concept* of an icon is its name with skin-tone qualifiers removed, so that all
+variants of one emoji fall in the same train/validation/test split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_TONE = r"(?:medium-light|medium-dark|light|medium|dark)-skin-tone"
+_TONE_RE = re.compile(rf"-({_TONE})")
+
+
+def caption_for(name: str) -> str:
+    """Human caption for an icon name (lower-case words, tone qualifiers after a comma)."""
+    tones = [m.group(1) for m in _TONE_RE.finditer(name)]
+    base = _TONE_RE.sub("", name)
+    words = base.replace("_", " ").replace("-", " ").strip()
+    words = re.sub(r"\s+", " ", words)
+    if not tones:
+        return words
+    tone_text = " and ".join(t.replace("-skin-tone", "").replace("-", "-") + " skin tone"
+                             for t in tones)
+    return f"{words}, {tone_text}"
+
+
+def concept_for(name: str) -> str:
+    """The concept key an icon belongs to (its name without skin-tone qualifiers)."""
+    return _TONE_RE.sub("", name)
+
+
+def split_for(concept: str, seed: int, val_fraction: float = 0.05,
+              test_fraction: float = 0.05) -> str:
+    """Deterministic split of a concept: "train", "val" or "test" (by a seeded hash)."""
+    digest = hashlib.sha256(f"{seed}:{concept}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def prompt_for(caption: str, style_tag: str | None) -> str:
+    """The prompt text used in training and evaluation: "fox face, twemoji style"."""
+    return f"{caption}, {style_tag}" if style_tag else caption
