@@ -34,7 +34,7 @@ def fetch(
 
 @app.command()
 def build(
-    size: int = typer.Option(64, help="Render size in pixels: 32, 64, 128 or 256."),
+    size: int = typer.Option(64, help="Render size in pixels: 32, 64, 128, 256 or 512."),
     sets: list[str] = typer.Option(None, "--set", "-s",
                                    help="Set id to include (repeatable); default: all fetched."),
     seed: int = typer.Option(0, help="Seed of the train/val/test split by concept."),

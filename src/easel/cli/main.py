@@ -48,7 +48,7 @@ def _register() -> None:
 
     app.add_typer(corpus.app, name="corpus")
     for module_name in ("registry", "generate", "provenance", "audit", "train", "evaluate",
-                        "style", "serve", "dataset"):
+                        "style", "serve", "dataset", "upscale"):
         try:
             module = __import__(f"easel.cli.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -32,7 +32,7 @@ from easel.errors import BadInput, EaselError, NotFound
 
 log = logging.getLogger(__name__)
 
-SIZES = (32, 64, 128, 256)
+SIZES = (32, 64, 128, 256, 512)
 DEFAULT_SIZE = 64
 DEFAULT_SEED = 0
 
