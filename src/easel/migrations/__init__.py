@@ -1,0 +1,1 @@
+"""Alembic migrations of Easel's database (run with ``easel.registry.store.upgrade``)."""
