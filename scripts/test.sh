@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The registry tests start a real PostgreSQL server (initdb/pg_ctl) on loopback.
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+  || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +99,98 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     if check and proc.returncode != 0:
         raise AssertionError(f"easel {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# PostgreSQL: a real server on loopback, one per test session, a fresh database per test. ---
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    return None
+
+
+def _pg_unavailable(reason: str) -> None:
+    # In CI the PostgreSQL half of the suite must run: a missing server is a failure there.
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL not available: {reason} (scripts/test.sh installs it)")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """Start PostgreSQL in a temporary directory on 127.0.0.1; yields its base URL.
+
+    initdb and postgres refuse to run as root, so as root they run as the ``postgres`` user.
+    """
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        _pg_unavailable("initdb/pg_ctl not found")
+    assert initdb and pg_ctl
+    root = Path(tempfile.mkdtemp(prefix="easel-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            _pg_unavailable("running as root and there is no 'postgres' user")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = root / "data"
+    init = subprocess.run([*prefix, initdb, "-D", str(data), "-U", "easel", "--auth=trust",
+                           "-E", "UTF8", "--no-locale", "--no-sync"],
+                          capture_output=True, text=True)
+    if init.returncode != 0:
+        _pg_unavailable(f"initdb failed: {init.stderr.strip()[-300:]}")
+    opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    start = subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l",
+                            str(root / "server.log"), "-w", "-t", "60", "start"],
+                           capture_output=True, text=True)
+    if start.returncode != 0:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        _pg_unavailable(f"server did not start: {start.stderr.strip()[-200:]} {log[-300:]}")
+    try:
+        yield f"postgresql+psycopg://easel@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, easel_home: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh, empty database per test: a SQLite file, then a PostgreSQL database.
+
+    ``EASEL_DATABASE_URL`` is set to it, so the CLI and ``get_settings()`` use it too.
+    """
+    from easel.db import get_engine
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{easel_home / 'easel.db'}"
+        monkeypatch.setenv("EASEL_DATABASE_URL", url)
+        get_settings.cache_clear()
+        yield url
+        get_engine(url).dispose()
+        return
+    import psycopg
+
+    base = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{base}/{name}"
+    monkeypatch.setenv("EASEL_DATABASE_URL", url)
+    get_settings.cache_clear()
+    yield url
+    get_engine(url).dispose()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -44,6 +44,7 @@ def head_revision() -> str:
 
 def current_revision(url: str) -> str | None:
     """The revision the database at ``url`` is at (``None`` for an empty database)."""
+    _ensure_sqlite_dir(url)
     engine = get_engine(url)
     with engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
