@@ -41,6 +41,10 @@ def build(
     workers: int = typer.Option(0, help="Render processes; 0 means one per core."),
     skip_failures: bool = typer.Option(False, help="Skip icons that fail to render "
                                        "(they are listed) instead of aborting."),
+    purpose: str = typer.Option(None, "--purpose",
+                                help="Build only the registered items allowed for this purpose "
+                                "now (train_base, train_style, commercial_output), recording "
+                                "each item's consent event; see `easel registry import-corpus`."),
 ) -> None:
     """Render every icon to RGB PNG on white and write a Parquet manifest.
 
@@ -54,6 +58,15 @@ def build(
     available = {s.set_id: s for s in fetched_sets(settings.sources_dir)}
     chosen = resolve_sets(sets, available) if sets else list(available.values())
     allowed = None
+    if purpose is not None:
+        from easel.corpus.consented import allowed_items
+
+        allowed = allowed_items(purpose)
+        if not allowed:
+            from easel.errors import NotFound
+
+            raise NotFound(f"no registered corpus item is allowed for {purpose} now",
+                           hint="run `easel registry import-corpus` first")
     result = build_corpus(settings.sources_dir, settings.corpus_dir, chosen, size=size,
                           seed=seed, workers=workers or None, skip_failures=skip_failures,
                           allowed=allowed)
@@ -66,6 +79,11 @@ def build(
                f"{len(result.failures)} skipped")
     typer.echo(f"manifest   {result.manifest_path}")
     typer.echo(f"dataset id {result.dataset_id}")
+    if purpose is not None:
+        from easel.corpus.consented import record_build
+
+        record_build(result.manifest_path, purpose)
+        typer.echo(f"recorded in the registry as a {purpose} dataset")
 
 
 @app.command()

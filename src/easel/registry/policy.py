@@ -82,18 +82,18 @@ def _decide(work: Work, own: Sequence[ConsentEvent], artist_wide: Sequence[Conse
     if registration is None:
         return Decision(False, f"work {work.id} was not registered at that time")
     for level in ("work", "artist"):
-        event = optout[level]
-        if event is not None:
+        stop = optout[level]
+        if stop is not None:
             scope = "this work" if level == "work" else f"all works of {work.owner_id}"
-            return Decision(False, f"opted out of AI use ({scope}, event {event.id})", event.id,
+            return Decision(False, f"opted out of AI use ({scope}, event {stop.id})", stop.id,
                             "optout")
     for level in ("work", "artist"):
-        event = explicit[level]
-        if event is not None:
+        said = explicit[level]
+        if said is not None:
             scope = "for this work" if level == "work" else "artist-wide"
-            verb = "granted" if event.kind == "grant" else "revoked"
-            return Decision(event.kind == "grant",
-                            f"{purpose} {verb} by {event.actor_id} {scope} (event {event.id})", event.id,
+            verb = "granted" if said.kind == "grant" else "revoked"
+            return Decision(said.kind == "grant",
+                            f"{purpose} {verb} by {said.actor_id} {scope} (event {said.id})", said.id,
                             level)
     if licence_allows(work.license_spdx, purpose):
         return Decision(True, f"licence {work.license_spdx} allows {purpose} with attribution "

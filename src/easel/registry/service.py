@@ -154,6 +154,13 @@ class Ingestor:
         self.pending = BinaryIndex()
         self.pending_works: dict[int, Work] = {}
         self.added: list[Work] = []
+        self._saved: BinaryIndex | None = None
+
+    def saved_index(self) -> BinaryIndex:
+        """The on-disk index as of this session's start (works added since are in ``pending``)."""
+        if self._saved is None:
+            self._saved = pdq_index(self.session, self.index_folder)
+        return self._saved
 
     def check(self, image: LoadedImage, owner_id: str | None) -> CheckResult:
         """Fingerprint ``image`` and find every registered work it matches."""
@@ -169,7 +176,7 @@ class Ingestor:
                 found[work.pk] = (0, "identical bytes")
         if fp.usable:
             queries = np.frombuffer(b"".join(fp.dihedral), np.uint8).reshape(len(fp.dihedral), -1)
-            hits = pdq_index(self.session, self.index_folder).search(queries, PDQ_MATCH_DISTANCE)
+            hits = self.saved_index().search(queries, PDQ_MATCH_DISTANCE)
             hits += self.pending.search(queries, PDQ_MATCH_DISTANCE)
             for hit in hits:
                 if hit.key not in found or hit.distance < found[hit.key][0]:
@@ -181,18 +188,18 @@ class Ingestor:
         works.update({pk: w for pk, w in self.pending_works.items() if pk in found})
         protected = policy.opted_out(self.session, list(works.values()))
         for pk, (distance, variant) in sorted(found.items(), key=lambda kv: (kv[1][0], kv[0])):
-            work = works.get(pk)
-            if work is None:
+            match = works.get(pk)
+            if match is None:
                 continue  # the index was ahead of the database; the next rebuild drops it
-            if owner_id is not None and work.owner_id != owner_id:
+            if owner_id is not None and match.owner_id != owner_id:
                 reason, refuses = "another owner's work", True
-            elif work.id in protected:
+            elif match.id in protected:
                 reason, refuses = "opted-out work", True
             elif owner_id is None:
                 reason, refuses = "registered work", True
             else:
                 reason, refuses = "same owner's work", distance == 0 and variant == "identical bytes"
-            result.conflicts.append(Conflict(work.id, work.owner_id, distance, variant, reason, refuses))
+            result.conflicts.append(Conflict(match.id, match.owner_id, distance, variant, reason, refuses))
         return result
 
     def ingest(self, data: bytes, owner: Artist, title: str, license_spdx: str,
@@ -257,6 +264,7 @@ class Ingestor:
         self.pending = BinaryIndex()
         self.pending_works.clear()
         self.added.clear()
+        self._saved = None
 
 
 # Consent --------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""The corpus as a query over the registry: the items allowed for a purpose now.
+
+``easel corpus build --purpose P`` calls ``allowed_items(P)`` and builds only those items,
+recording each one's consent-event id in the manifest; ``record_build`` then records the
+dataset in the registry so a later withdrawal can name it (``easel registry affected``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+
+def allowed_items(purpose: str, url: str | None = None,
+                  at: datetime | None = None) -> dict[str, str]:
+    """Corpus item id → consent event id for every registered corpus item allowed for ``purpose``.
+
+    Items are works whose source is a corpus item id (``set:icon``, as ``import-corpus`` makes
+    them). The decision is ``easel.registry.policy``'s, nothing else's.
+    """
+    from easel.registry.models import Work
+    from easel.registry.policy import check_purpose, decide_many
+    from easel.registry.store import registry_session
+
+    check_purpose(purpose)
+    with registry_session(url) as session:
+        works = list(session.execute(select(Work).where(Work.source.is_not(None))
+                                     .order_by(Work.pk)).scalars())
+        works = [w for w in works if w.source and ":" in w.source and "://" not in w.source]
+        decisions = decide_many(session, works, purpose, at)
+        out: dict[str, str] = {}
+        for work in works:
+            decision = decisions[work.id]
+            if decision.allowed and decision.event_id is not None and work.source:
+                out[work.source] = decision.event_id
+        return out
+
+
+def record_build(manifest_path: Path, purpose: str, url: str | None = None) -> str:
+    """Record a built manifest as a dataset of the registry; returns its dataset id."""
+    from easel.corpus.manifest import load_manifest, manifest_metadata
+    from easel.registry.lineage import record_dataset
+    from easel.registry.store import registry_session
+
+    table = load_manifest(manifest_path)
+    dataset_id = manifest_metadata(table)["dataset_id"]
+    items = dict(zip(table.column("item_id").to_pylist(),
+                     table.column("consent_event_id").to_pylist(), strict=True))
+    with registry_session(url) as session:
+        record_dataset(session, dataset_id, purpose, manifest_path, items)
+    return dataset_id
