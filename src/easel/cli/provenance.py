@@ -1,0 +1,82 @@
+"""``easel verify IMAGE`` and ``easel keys``: provenance of any image, and the signing identity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+keys_app = typer.Typer(help="The signing identity for content credentials (local CA or the operator's).",
+                       no_args_is_help=True)
+
+
+def verify(
+    image: Path = typer.Argument(..., help="Image file to check (PNG, JPEG, WebP …)."),
+    all_checks: bool = typer.Option(False, "--all", help="Run all three checks even after one succeeds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Say where IMAGE came from: content credentials, else watermark, else fingerprint.
+
+    Reads the C2PA manifest and its validation state; if it is absent or broken, decodes the
+    Easel watermark and looks its id up in the generation log; if that fails, compares the
+    image's PDQ fingerprint with every logged output. Says plainly when nothing was found.
+
+    Exit status: 0 when provenance was found, 1 when nothing was found.
+    """
+    from easel.provenance.verify import verify_image
+
+    result = verify_image(image, exhaustive=all_checks)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        raise typer.Exit(0 if result.found else 1)
+    state = result.credentials_state or "none"
+    typer.echo(f"content credentials: {state}")
+    for failure in result.credentials_failures:
+        typer.echo(f"  failure: {failure}")
+    if result.watermark_id is not None or all_checks or result.found != "credentials":
+        wm = result.watermark_id or "none"
+        suffix = " (in the generation log)" if result.watermark_in_log else ""
+        typer.echo(f"watermark:           {wm}{suffix if result.watermark_id else ''}")
+    if result.fingerprint_id is not None:
+        typer.echo(f"fingerprint:         {result.fingerprint_id} "
+                   f"(PDQ distance {result.fingerprint_distance})")
+    if result.exact_file:
+        typer.echo("file:                byte-identical to a logged output")
+    if result.found is None:
+        typer.echo("nothing found: no valid content credentials, no Easel watermark, and no logged "
+                   "output that looks like this image")
+    else:
+        typer.echo(f"found by {result.found}: generation {result.generation_id}")
+        for key, value in (result.provenance or {}).items():
+            if value not in (None, {}, ""):
+                shown = json.dumps(value, default=str) if isinstance(value, dict | list) else value
+                typer.echo(f"  {key}: {shown}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    raise typer.Exit(0 if result.found else 1)
+
+
+@keys_app.command("show")
+def keys_show() -> None:
+    """Print the signing identity in force (making the local CA on first use) and its expiry."""
+    from cryptography import x509
+
+    from easel.config import get_settings
+    from easel.provenance.keys import signing_identity
+
+    identity = signing_identity()
+    cert = x509.load_pem_x509_certificates(identity.cert_chain_pem.encode())[0]
+    typer.echo(f"signer:     {cert.subject.rfc4514_string()}")
+    typer.echo(f"issuer:     {cert.issuer.rfc4514_string()}")
+    typer.echo(f"algorithm:  {identity.alg}")
+    typer.echo(f"valid to:   {identity.not_after.date().isoformat()}")
+    source = f"local CA in {get_settings().keys_dir}" if identity.local else "EASEL_SIGNING_CERT"
+    typer.echo(f"source:     {source}")
+    typer.echo(f"timestamps: {identity.tsa_url or 'none (manifests validate while the certificate does)'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``easel verify`` and ``easel keys``."""
+    app.command("verify")(verify)
+    app.add_typer(keys_app, name="keys")
