@@ -260,7 +260,9 @@ class Ingestor:
     def finish(self) -> None:
         """After the session committed: put the new works into the saved index."""
         if self.added:
-            add_to_pdq_index(self.session, self.index_folder, self.added)
+            # A short session of its own: the ingest session is committed and closed by now.
+            with Session(self.session.get_bind()) as session:
+                add_to_pdq_index(session, self.index_folder, self.added)
         self.pending = BinaryIndex()
         self.pending_works.clear()
         self.added.clear()
