@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.conftest import run_cli
 
 from easel.corpus.render import render_svg
 from easel.diffusion.upscaler import (
@@ -23,6 +22,7 @@ from easel.diffusion.upscaler import (
     upscaler_loss,
 )
 from easel.errors import BadInput, NotFound
+from tests.conftest import run_cli
 
 # Icons drawn for this test (not from any set): hard edges, outlines, small features.
 TEST_SVGS = {
