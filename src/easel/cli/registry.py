@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from easel.config import get_settings
-from easel.errors import BadInput, PermissionDenied
+from easel.errors import BadInput, EaselError, PermissionDenied
 
 app = typer.Typer(help="The artwork registry: artists, works, consent and the consent ledger.",
                   no_args_is_help=True)
@@ -261,15 +261,15 @@ def may_use_cmd(
     purpose: str = typer.Option(..., "--purpose", "-p", help="train_base, train_style or "
                                 "commercial_output."),
 ) -> None:
-    """Ask the policy: may this work be used for this purpose now? Exit code 3 if not."""
+    """Ask the policy: may this work be used for this purpose now? (exit code 3 if not)"""
     from easel.registry.policy import may_use
     from easel.registry.store import registry_session
 
     with registry_session() as session:
         decision = may_use(session, work_id, purpose)
-    typer.echo(("allowed: " if decision.allowed else "not allowed: ") + decision.reason)
     if not decision.allowed:
-        raise typer.Exit(3)
+        raise PermissionDenied(f"{work_id} may not be used for {purpose}: {decision.reason}")
+    typer.echo(f"allowed: {decision.reason}")
 
 
 @app.command("check")
@@ -298,8 +298,7 @@ def check(
     if result.accepted:
         typer.echo("would be accepted")
     else:
-        typer.echo(f"would be refused: {result.summary()}")
-        raise typer.Exit(3)
+        raise PermissionDenied(f"{image.name} would be refused: {result.summary()}")
 
 
 @app.command("verify-log")
@@ -316,8 +315,9 @@ def verify_log_cmd() -> None:
         typer.echo(f"ok: {report.events} events and {report.works} works verified; "
                    f"head {report.head_hash}")
         return
-    typer.echo(f"TAMPERED: {len(report.problems)} problem(s) in {report.events} events", err=True)
-    raise typer.Exit(1)
+    raise EaselError(f"TAMPERED: the consent ledger fails verification with "
+                     f"{len(report.problems)} problem(s) in {report.events} events",
+                     hint="restore the database from a backup and compare ledger heads")
 
 
 @app.command("import-corpus")
