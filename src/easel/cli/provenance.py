@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -29,7 +30,8 @@ def verify(
     result = verify_image(image, exhaustive=all_checks)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-        raise typer.Exit(0 if result.found else 1)
+        _exit_nothing_found(result.found)
+        return
     state = result.credentials_state or "none"
     typer.echo(f"content credentials: {state}")
     for failure in result.credentials_failures:
@@ -54,7 +56,13 @@ def verify(
                 typer.echo(f"  {key}: {shown}")
     for note in result.notes:
         typer.echo(f"note: {note}")
-    raise typer.Exit(0 if result.found else 1)
+    _exit_nothing_found(result.found)
+
+
+def _exit_nothing_found(found: str | None) -> None:
+    """Exit with status 1 when nothing was found (``typer.Exit`` codes are lost by ``main``)."""
+    if not found:
+        sys.exit(1)
 
 
 @keys_app.command("show")
