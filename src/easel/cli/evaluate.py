@@ -1,0 +1,141 @@
+"""``easel eval …``: the judges (classifiers trained on real icons) and model evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from easel.errors import BadInput
+
+if TYPE_CHECKING:
+    from easel.config import Settings
+    from easel.evaluation.data import EvalCorpus
+
+eval_app = typer.Typer(
+    help="Evaluate text-to-image models with judges trained on real corpus images only.",
+    no_args_is_help=True,
+)
+
+_MANIFEST_HELP = ("Corpus manifest (file or directory) the judges learn from "
+                  "[default: EASEL_HOME/corpus/64px].")
+
+
+def _corpus(manifest: Path | None) -> tuple[EvalCorpus, Settings]:
+    from easel.config import get_settings
+    from easel.evaluation.data import load_eval_corpus
+
+    settings = get_settings()
+    return load_eval_corpus(manifest or settings.corpus_dir / "64px"), settings
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, default=str))
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+@eval_app.command("classifiers")
+def classifiers(
+    manifest: Path | None = typer.Option(None, "--manifest", help=_MANIFEST_HELP),
+    retrain: bool = typer.Option(False, "--retrain", help="Train again even if saved judges match."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the judges' configs and accuracy here."),
+) -> None:
+    """Train (or load and show) the style and concept judges, with their accuracy on held-out
+    real images and how those images were held out."""
+    from easel.evaluation.judges import ensure_judges, judge_dir
+
+    corpus, settings = _corpus(manifest)
+    settings.ensure_home()
+    before = {k: (judge_dir(settings.home, corpus.dataset_id) / f"{k}.json").exists() and not retrain
+              for k in ("style", "concept")}
+    judges = ensure_judges(corpus, settings.home, retrain=retrain)
+    typer.echo(f"corpus {corpus.manifest_path} (dataset {corpus.dataset_id[:16]}, {len(corpus.rows)} icons)")
+    typer.echo(f"judges saved in {judge_dir(settings.home, corpus.dataset_id)}")
+    for judge in (judges.style, judges.concept):
+        c, m = judge.config, judge.config["metrics"]
+        typer.echo(f"\n{judge.kind} judge: {len(judge.classes)} classes, {c['n_train']} training images, "
+                   f"{c['n_heldout']} held out, trained in {c['train_seconds']} s "
+                   f"({c['train_config']['epochs']} epochs) "
+                   f"({'loaded' if before[judge.kind] else 'trained now'})")
+        typer.echo(f"  held out: {c['holdout']}")
+        typer.echo(f"  top-1 {m['top1']:.3f}  top-5 {m['top5']:.3f}   via 32 px: top-1 "
+                   f"{m['top1_via_32px']:.3f}  top-5 {m['top5_via_32px']:.3f}   (chance top-1 "
+                   f"{m['chance_top1']:.4f})")
+        for name, acc in (m.get("per_set") or {}).items():
+            typer.echo(f"    {name:<20} {acc:.3f}")
+        for group in ("train_concepts", "val_test_concepts"):
+            if group in m:
+                g = m[group]
+                typer.echo(f"    {group.replace('_', ' '):<20} n={g['n']:<5} top-1 {g['top1']:.3f}  "
+                           f"top-5 {g['top5']:.3f}")
+    if json_out:
+        _write_json(json_out, {"style": judges.style.config, "concept": judges.concept.config})
+        typer.echo(f"\nwrote {json_out}")
+
+
+@eval_app.command("model")
+def model(
+    model_dir: Path | None = typer.Option(None, "--model",
+                                          help="Model directory [default: the shipped model]."),
+    reference: str | None = typer.Option(None, "--reference",
+                                         help="Evaluate a reference generator instead: real | noise."),
+    split: str = typer.Option("val", "--split", help="Prompt split: val, test, train or a comma list."),
+    n: int = typer.Option(140, "-n", help="Number of prompts (spread over the six base sets)."),
+    steps: int = typer.Option(20, "--steps", help="Sampler steps."),
+    guidance: float = typer.Option(3.0, "--guidance", help="Classifier-free guidance scale."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first prompt (prompt i uses seed + i)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generator call."),
+    manifest: Path | None = typer.Option(None, "--manifest", help=_MANIFEST_HELP),
+    json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
+    sheet: Path | None = typer.Option(None, "--contact-sheet",
+                                      help="Also generate the 16 fixed prompts; save their contact sheet."),
+) -> None:
+    """Score a model (or a reference generator) on a split's prompts: style accuracy, concept
+    top-1/top-5, Fréchet distance and near-copies, beside the judges' real-image accuracy."""
+    from easel.evaluation.data import CONTACT_SHEET_PROMPTS, CONTACT_SHEET_SEEDS, select_prompts
+    from easel.evaluation.judges import ensure_judges
+    from easel.evaluation.reference import PipelineGenerator, reference_generator
+    from easel.evaluation.report import evaluate_generator, format_report
+
+    if reference is not None and model_dir is not None:
+        raise BadInput("give --model or --reference, not both")
+    if steps < 1 or steps > 1000:
+        raise BadInput(f"--steps must be between 1 and 1000, got {steps}")
+    corpus, settings = _corpus(manifest)
+    rows = select_prompts(corpus, split=split, n=n, seed=seed)
+    generator: object
+    if reference is not None:
+        generator = reference_generator(reference, corpus)
+        name, run_settings = f"reference:{reference}", {}
+    else:
+        generator = PipelineGenerator(model_dir, steps=steps, guidance=guidance)
+        name = f"model:{model_dir or 'shipped'}"
+        run_settings = {"steps": steps, "guidance": guidance, "model": str(model_dir or "shipped")}
+    settings.ensure_home()
+    judges = ensure_judges(corpus, settings.home)
+    report = evaluate_generator(generator, rows, corpus=corpus, judges=judges, name=name,  # type: ignore[arg-type]
+                                batch_size=batch_size, settings=run_settings)
+    typer.echo(format_report(report))
+    if sheet is not None:
+        from easel.corpus.captions import prompt_for
+        from easel.evaluation.sheet import contact_sheet
+
+        prompts = [prompt_for(c, s) for c, s in CONTACT_SHEET_PROMPTS]
+        images = generator(prompts, list(CONTACT_SHEET_SEEDS))  # type: ignore[operator]
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        contact_sheet(images, prompts).save(sheet)
+        report["contact_sheet"] = {"path": str(sheet), "prompts": prompts, "seeds": list(CONTACT_SHEET_SEEDS)}
+        typer.echo(f"\nwrote contact sheet {sheet}")
+    if json_out:
+        _write_json(json_out, report)
+        typer.echo(f"wrote {json_out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``eval`` verbs to the ``easel`` app."""
+    app.add_typer(eval_app, name="eval")

@@ -1,0 +1,90 @@
+"""Generators to evaluate: the two reference generators and the diffusion model's pipeline.
+
+The references prove that the metrics behave: ``RealIconGenerator`` returns the corpus's own
+icon for each prompt (it should score near the judges' real-image accuracy) and
+``NoiseGenerator`` returns seeded pixel noise (it should score near chance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from easel.corpus.captions import prompt_for
+from easel.errors import BadInput, EaselError
+from easel.evaluation.data import EvalCorpus
+
+REFERENCES = ("real", "noise")
+
+
+class RealIconGenerator:
+    """Returns the real corpus icon named by each prompt ("fox face, twemoji style")."""
+
+    def __init__(self, corpus: EvalCorpus) -> None:
+        self.corpus = corpus
+        self.index: dict[str, int] = {}
+        for i, row in enumerate(corpus.rows):  # rows are in item-id order: first one wins
+            self.index.setdefault(prompt_for(row["caption"], row["style_tag"]), i)
+
+    def __call__(self, prompts: list[str], seeds: list[int]) -> list[Any]:
+        from PIL import Image
+
+        images = self.corpus.images()
+        out = []
+        for prompt in prompts:
+            if prompt not in self.index:
+                raise BadInput(f"no corpus icon for prompt {prompt!r}",
+                               hint="the real reference only knows the corpus's captions and styles")
+            out.append(Image.fromarray(images[self.index[prompt]]))
+        return out
+
+
+class NoiseGenerator:
+    """Returns uniform RGB pixel noise, ``size`` x ``size``, seeded by each prompt's seed."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+
+    def __call__(self, prompts: list[str], seeds: list[int]) -> list[Any]:
+        from PIL import Image
+
+        if len(prompts) != len(seeds):
+            raise BadInput(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        return [Image.fromarray(np.random.default_rng(seed).integers(0, 256, (self.size, self.size, 3),
+                                                                      dtype=np.uint8))
+                for seed in seeds]
+
+
+class PipelineGenerator:
+    """The diffusion model through its pipeline (``easel.diffusion.pipeline.load_pipeline``),
+    at base resolution (``upscale=False``)."""
+
+    def __init__(self, model_dir: Path | None, steps: int = 20, guidance: float = 3.0) -> None:
+        try:
+            from easel.diffusion.pipeline import load_pipeline
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("easel.diffusion"):
+                raise EaselError("the diffusion pipeline is not available in this build",
+                                 hint="evaluate a reference instead: --reference real|noise") from exc
+            raise
+        if steps < 1:
+            raise BadInput(f"--steps must be at least 1, got {steps}")
+        self.pipe = load_pipeline(model_dir)
+        self.steps, self.guidance = steps, guidance
+
+    def __call__(self, prompts: list[str], seeds: list[int]) -> Sequence[Any]:
+        out = self.pipe(prompts, seeds=seeds, num_inference_steps=self.steps,
+                        guidance_scale=self.guidance, upscale=False)
+        return list(out.images)
+
+
+def reference_generator(kind: str, corpus: EvalCorpus) -> RealIconGenerator | NoiseGenerator:
+    """``"real"`` or ``"noise"``."""
+    if kind == "real":
+        return RealIconGenerator(corpus)
+    if kind == "noise":
+        return NoiseGenerator()
+    raise BadInput(f"unknown reference {kind!r}", hint=f"use one of {', '.join(REFERENCES)}")

@@ -1,0 +1,51 @@
+"""`easel eval classifiers` and `easel eval model --reference …` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from easel.evaluation.judges import judge_dir
+from tests.conftest import run_cli
+
+
+def _home_with_judges(tiny_judges, tmp_path: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """An EASEL_HOME holding the session's tiny judges (training them in the CLI is slower)."""
+    corpus, judges = tiny_judges
+    shutil.copytree(judges.directory, judge_dir(tmp_path / "home", corpus.dataset_id))
+    return {"EASEL_HOME": str(tmp_path / "home")}
+
+
+def test_eval_cli_shows_judges_then_scores_references(synthetic_manifest: Path, tiny_judges,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    env = _home_with_judges(tiny_judges, tmp_path)
+    m = str(synthetic_manifest)
+    proc = run_cli("eval", "classifiers", "--manifest", m, "--json", str(tmp_path / "judges.json"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "style judge: 3 classes" in proc.stdout and "(loaded)" in proc.stdout
+    assert "held out:" in proc.stdout
+    assert json.loads((tmp_path / "judges.json").read_text())["concept"]["metrics"]["n"] == 30
+
+    out, sheet = tmp_path / "noise.json", tmp_path / "sheet.png"
+    proc = run_cli("eval", "model", "--reference", "noise", "--manifest", m, "-n", "6",
+                   "--json", str(out), "--contact-sheet", str(sheet), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "judge on held-out real images" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["n_prompts"] == 6 and report["generator"] == "reference:noise"
+    assert report["generated"]["overall"]["concept_top1"] == 0.0
+    assert len(report["contact_sheet"]["prompts"]) == 16
+    assert Image.open(sheet).width > 4 * 128
+
+
+def test_eval_cli_bad_input_is_one_clear_line(synthetic_manifest: Path, tmp_path: Path) -> None:
+    env = {"EASEL_HOME": str(tmp_path / "home")}  # no judges: bad input is refused before training
+    proc = run_cli("eval", "model", "--reference", "noise", "--manifest", str(synthetic_manifest),
+                   "--split", "nope", env=env)
+    assert proc.returncode == 2 and "error: unknown split 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("eval", "model", "--reference", "blur", "--manifest", str(synthetic_manifest), env=env)
+    assert proc.returncode == 2 and "unknown reference 'blur'" in proc.stderr
