@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from easel.evaluation.judges import judge_dir
@@ -49,3 +50,18 @@ def test_eval_cli_bad_input_is_one_clear_line(synthetic_manifest: Path, tmp_path
     assert "Traceback" not in proc.stderr
     proc = run_cli("eval", "model", "--reference", "blur", "--manifest", str(synthetic_manifest), env=env)
     assert proc.returncode == 2 and "unknown reference 'blur'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_eval_model_drives_the_real_pipeline(tiny_judges, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The wiring to `easel.diffusion.pipeline.load_pipeline` with a tiny random-weight model."""
+    tiny = pytest.importorskip("tests.diffusion.tiny")
+    from easel.evaluation import PipelineGenerator, evaluate_generator, select_prompts
+
+    corpus, judges = tiny_judges
+    model_dir = tiny.save_tiny_pipeline(tmp_path / "model")
+    rows = select_prompts(corpus, "val", n=3)
+    report = evaluate_generator(PipelineGenerator(model_dir, steps=2, guidance=2.0), rows, corpus=corpus,
+                                judges=judges, progress=False, real_baseline=False)
+    assert report["n_prompts"] == 3 and report["generated"]["overall"]["n"] == 3
+    assert 0.0 <= report["generated"]["overall"]["style_accuracy"] <= 1.0
