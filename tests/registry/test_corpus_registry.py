@@ -1,0 +1,68 @@
+"""The corpus as a registry query: import-corpus, build --purpose, withdrawal, ``affected``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from easel.corpus.manifest import load_manifest
+from easel.corpus.sources import fetch_sources
+from easel.registry.lineage import record_model
+from easel.registry.policy import disallowed_items, works_by_source
+from easel.registry.store import registry_session
+from tests.conftest import run_cli
+
+
+def _manifest_rows(home: Path) -> dict[str, dict]:
+    table = load_manifest(home / "corpus" / "32px")
+    return {row["item_id"]: row for row in table.to_pylist()}
+
+
+def test_import_build_withdraw_affected(db_url: str, easel_home: Path,
+                                        fixture_packages: dict) -> None:
+    fetch_sources(easel_home / "sources", list(fixture_packages.values()))
+    proc = run_cli("registry", "import-corpus", check=True)
+    # 'beta' holds the very same icons as 'alpha': another owner's works, so all refused.
+    assert "alpha" in proc.stdout and "refused beta:fox-face" in proc.stdout
+    lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line[:1].isalpha()}
+    assert lines["alpha"][1:3] == ["registered", "6"] and lines["beta"][-1] == "6"
+    assert (easel_home / "keys" / "artists" / "alpha.key").exists()
+
+    build = run_cli("corpus", "build", "--size", "32", "--purpose", "train_base", check=True)
+    assert "recorded in the registry" in build.stdout
+    first = _manifest_rows(easel_home)
+    assert sorted(first) == sorted(f"alpha:{n}" for n in (
+        "blue-square", "fox-face", "green-circle", "red-heart", "waving-hand",
+        "waving-hand-dark-skin-tone"))
+    with registry_session(db_url) as session:
+        works = works_by_source(session, list(first))
+        events = {w.source: w for w in works.values()}
+    assert all(row["consent_event_id"] for row in first.values())
+    first_id = load_manifest(easel_home / "corpus" / "32px").schema.metadata[b"dataset_id"].decode()
+
+    # The owner withdraws: one work opted out, one revoked for train_base.
+    fox, heart = works["alpha:fox-face"].id, works["alpha:red-heart"].id
+    run_cli("registry", "optout", fox, "--as", "alpha", check=True)
+    run_cli("registry", "consent", "revoke", heart, "-p", "train_base", "--as", "alpha", check=True)
+    # Someone who is not the owner cannot undo it.
+    sneaky = run_cli("registry", "consent", "grant", heart, "-p", "train_base", "--as", "beta")
+    assert sneaky.returncode == 3 and "does not own" in sneaky.stderr
+    with registry_session(db_url) as session:
+        assert set(disallowed_items(session, list(first), "train_base")) == {
+            "alpha:fox-face", "alpha:red-heart"}
+        record_model(session, "base-v1", first_id, "base", "/models/base-v1")
+
+    run_cli("corpus", "build", "--size", "32", "--purpose", "train_base", check=True)
+    second = _manifest_rows(easel_home)
+    assert set(first) - set(second) == {"alpha:fox-face", "alpha:red-heart"}
+    assert second["alpha:blue-square"]["consent_event_id"] == first["alpha:blue-square"]["consent_event_id"]
+    # train_style was not revoked for the heart, but the opted-out fox stays out of everything.
+    run_cli("corpus", "build", "--size", "32", "--purpose", "train_style", check=True)
+    style = _manifest_rows(easel_home)
+    assert "alpha:red-heart" in style and "alpha:fox-face" not in style
+
+    report = run_cli("registry", "affected", "--artist", "alpha", check=True).stdout
+    assert f"dataset {first_id}" in report and "2 no longer allowed" in report
+    assert f"withdrawn {fox}" in report and f"withdrawn {heart}" in report
+    assert "model base-v1 (base)" in report
+    assert report.count("dataset ") == 3
+    assert events  # every manifest row maps to a registered work
