@@ -109,21 +109,17 @@ def work_add(
     source: str = typer.Option(None, help="Where the work is published (URL)."),
 ) -> None:
     """Register a work: validate, fingerprint, refuse it if it matches another owner's work."""
-    from easel.registry.service import Ingestor, authenticate
-    from easel.registry.store import index_dir, registry_session, registry_url
+    from easel.registry.service import register_work
+    from easel.registry.store import registry_url
 
     data = _read(image)
     settings = get_settings()
     settings.ensure_home()
-    url = registry_url()
-    with registry_session(url) as session:
-        owner = authenticate(session, as_artist, _key_for(as_artist, key))
-        ingestor = Ingestor(session, index_dir(url), settings.home / "works")
-        work = ingestor.ingest(data, owner, title or image.stem, license_spdx,
-                               attribution=attribution, source=source, name=image.name)
-        line = (f"work {work.id} registered for {owner.id} ({work.media_type}, "
-                f"{work.width}x{work.height}, PDQ quality {work.pdq_quality})")
-    ingestor.finish()
+    work = register_work(registry_url(), data, as_artist, _key_for(as_artist, key),
+                         title or image.stem, license_spdx, attribution=attribution,
+                         source=source, name=image.name, store_dir=settings.home / "works")
+    line = (f"work {work.id} registered for {work.owner_id} ({work.media_type}, "
+            f"{work.width}x{work.height}, PDQ quality {work.pdq_quality})")
     typer.echo(line)
 
 

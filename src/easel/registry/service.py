@@ -324,3 +324,22 @@ def history(session: Session, work_id: str | None = None,
         get_artist(session, artist_id)
         query = query.where(ConsentEvent.artist_id == artist_id)
     return list(session.execute(query.order_by(ConsentEvent.seq)).scalars())
+
+
+def register_work(url: str, data: bytes, artist_id: str, api_key: str, title: str,
+                  license_spdx: str, attribution: str = "", source: str | None = None,
+                  name: str = "image", store_dir: Path | None = None) -> Work:
+    """Authenticate ``artist_id`` and ingest one work in its own transaction (for front doors).
+
+    Returns the committed work; raises like ``Ingestor.ingest`` and ``authenticate``, in which
+    case nothing was stored.
+    """
+    from easel.registry.store import index_dir, registry_session
+
+    with registry_session(url) as session:
+        owner = authenticate(session, artist_id, api_key)
+        ingestor = Ingestor(session, index_dir(url), store_dir)
+        work = ingestor.ingest(data, owner, title, license_spdx, attribution=attribution,
+                               source=source, name=name)
+    ingestor.finish()
+    return work
