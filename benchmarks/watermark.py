@@ -75,23 +75,49 @@ ATTACKS: dict[str, Attack] = {
 TARGETS = {"none": 0.99, "jpeg q50": 0.95, "resize 0.5x": 0.95, "crop 10%": 0.95, "bright/contrast": 0.95}
 
 
-def sample_icons(corpus: Path, per_set: int, seed: int, skip: set[str] | None = None) -> list[Path]:
-    """``per_set`` random icons of every set in a corpus build (its manifest), sorted by set."""
+def sample_icons(manifest: Path, per_set: int, seed: int,
+                 skip: set[str] | None = None) -> list[tuple[str, str]]:
+    """``per_set`` random (set id, icon name) items of every set in a corpus manifest."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(corpus / "manifest.parquet", columns=["set_id", "png_path"]).to_pylist()
+    table = pq.read_table(manifest, columns=["set_id", "icon_name"]).to_pylist()
     by_set: dict[str, list[str]] = {}
     for row in table:
-        if skip and row["png_path"] in skip:
+        if skip and f"{row['set_id']}:{row['icon_name']}" in skip:
             continue
-        by_set.setdefault(row["set_id"], []).append(row["png_path"])
+        by_set.setdefault(row["set_id"], []).append(row["icon_name"])
     rng = random.Random(seed)
-    picked: list[Path] = []
+    picked: list[tuple[str, str]] = []
     for set_id in sorted(by_set):
         names = sorted(by_set[set_id])
         rng.shuffle(names)
-        picked += [corpus / p for p in names[:per_set]]
+        picked += [(set_id, name) for name in names[:per_set]]
     return picked
+
+
+class IconSource:
+    """Corpus icons at a size: the PNG of a build at that size if there is one, else the same
+    icon rendered from the fetched sources exactly as ``easel corpus build`` renders it."""
+
+    def __init__(self, corpus: Path, sources: Path, size: int) -> None:
+        self.build = corpus / f"{size}px"
+        self.sources = sources
+        self.size = size
+        self.has_build = (self.build / "manifest.parquet").exists()
+        self._icons: dict[str, dict] = {}
+
+    def load(self, item: tuple[str, str]) -> Image.Image:
+        set_id, name = item
+        if self.has_build:
+            return Image.open(self.build / "images" / set_id / f"{name}.png").convert("RGB")
+        from easel.corpus.render import icon_svg, render_svg
+        from easel.corpus.sources import load_set_json, resolve_sets
+
+        if set_id not in self._icons:
+            self._icons[set_id] = load_set_json(self.sources, resolve_sets([set_id])[0])[0]
+        icons = self._icons[set_id]
+        svg = icon_svg(icons["icons"][name], icons.get("width", 16), icons.get("height", 16))
+        return render_svg(svg, self.size)
 
 
 class Method:
@@ -170,7 +196,7 @@ def _bit_accuracy(a: str, b: str | None, bits: int) -> float:
     return 1.0 - bin(int(a, 16) ^ int(b, 16)).count("1") / bits
 
 
-def robustness(methods: list[Method], images: list[Path], seed: int) -> dict[str, dict[str, object]]:
+def robustness(methods: list[Method], images: list[Image.Image], seed: int) -> dict[str, dict[str, object]]:
     """Per method: mean PSNR, encode/decode ms, and per attack the exact-recovery rate and bit accuracy."""
     from easel.provenance.watermark import psnr
 
@@ -180,8 +206,7 @@ def robustness(methods: list[Method], images: list[Path], seed: int) -> dict[str
         exact = {a: 0 for a in ATTACKS}
         bits = {a: 0.0 for a in ATTACKS}
         psnrs, enc_ms, dec_ms = [], [], []
-        for path in images:
-            image = Image.open(path).convert("RGB")
+        for image in images:
             payload = method.new_payload(rng)
             start = time.perf_counter()
             marked = method.embed(image, payload)
@@ -204,12 +229,11 @@ def robustness(methods: list[Method], images: list[Path], seed: int) -> dict[str
     return out
 
 
-def false_detections(images: list[Path], keys: int) -> dict[str, float]:
+def false_detections(images: list[Image.Image], keys: int) -> dict[str, float]:
     """Decode unmarked icons with ``keys`` different keys each; count CRC-valid payloads."""
     trials = hits = 0
     start = time.perf_counter()
-    for path in images:
-        image = Image.open(path).convert("RGB")
+    for image in images:
         for k in range(keys):
             trials += 1
             hits += Easel(key=f"fp-probe-{k}").decode(image) is not None
@@ -291,14 +315,24 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    corpus = args.corpus or get_settings().corpus_dir
+    settings = get_settings()
+    corpus = args.corpus or settings.corpus_dir
+    manifests = sorted(corpus.glob("*px/manifest.parquet"))
+    if not manifests:
+        raise SystemExit(f"no corpus build under {corpus}: run `easel corpus build --size 256` first")
+    manifest = manifests[0]
+    items = sample_icons(manifest, args.per_set, args.seed)
+    marked = {f"{a}:{b}" for a, b in items}
+    fp_items: list[tuple[str, str]] = []
+    if args.fp_images:
+        pool = sample_icons(manifest, 10**9, args.seed + 1, skip=marked)
+        fp_items = random.Random(args.seed).sample(pool, min(args.fp_images, len(pool)))
     report: dict[str, object] = {}
     for size in args.sizes:
-        build = corpus / f"{size}px"
-        if not (build / "manifest.parquet").exists():
-            print(f"{build} has no manifest: run `easel corpus build --size {size}` first; skipped")
-            continue
-        images = sample_icons(build, args.per_set, args.seed)
+        source = IconSource(corpus, settings.sources_dir, size)
+        origin = f"from {source.build}" if source.has_build else "rendered from the fetched sources"
+        print(f"\n{size} px icons: {origin}")
+        images = [source.load(item) for item in items]
         methods: list[Method] = []
         for m in args.methods.split(","):
             if m == "ours":
@@ -311,13 +345,10 @@ def main() -> None:
         results = robustness(methods, images, args.seed)
         _print_table(size, len(images), results)
         entry: dict[str, object] = {"robustness": results}
-        if args.fp_images:
-            marked = {str(p.relative_to(build)) for p in images}
-            fp_pool = sample_icons(build, 10**9, args.seed + 1, skip=marked)
-            fp_images = random.Random(args.seed).sample(fp_pool, min(args.fp_images, len(fp_pool)))
-            fp = false_detections(fp_images, args.fp_keys)
+        if fp_items:
+            fp = false_detections([source.load(item) for item in fp_items], args.fp_keys)
             print(f"\nfalse detections (ours, {size} px): {fp['false']} in {fp['trials']} decodes of "
-                  f"{len(fp_images)} unmarked icons x {args.fp_keys} keys "
+                  f"{len(fp_items)} unmarked icons x {args.fp_keys} keys "
                   f"({fp['seconds']:.0f} s); design rate 2^-16 = 1.5e-5 per decode")
             entry["false_detections"] = fp
         report[str(size)] = entry
