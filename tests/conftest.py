@@ -194,3 +194,12 @@ def db_url(request: pytest.FixtureRequest, easel_home: Path,
     get_engine(url).dispose()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """Tiny test models gain nothing from threads, and oversubscribed OpenMP threads spin:
+    one thread keeps the suite fast on a busy 2-core machine."""
+    import torch
+
+    torch.set_num_threads(1)

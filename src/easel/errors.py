@@ -24,7 +24,7 @@ class EaselError(Exception):
         return self.message
 
 
-class BadInput(EaselError):
+class BadInput(EaselError, ValueError):
     """The user's input (an argument, a file, an image) is not acceptable."""
 
     exit_code = 2

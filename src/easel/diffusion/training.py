@@ -1,0 +1,383 @@
+"""Training the embedded model: the autoencoder, then the latent denoiser.
+
+Both loops run on CUDA when present and on the CPU otherwise, show a progress bar, save a
+checkpoint every few minutes *outside* the output directory (atomically: write, then
+rename), resume from it, and stop cleanly on Ctrl-C / SIGTERM after saving.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, UNet2DConditionModel
+from tqdm import tqdm
+
+from easel import __version__
+from easel.diffusion.configs import AutoencoderTrainConfig, TrainConfig, unet_config, vae_config
+from easel.diffusion.data import TrainingSet, to_unit
+from easel.diffusion.pipeline import latent_velocity_loss
+from easel.diffusion.text_encoder import PromptEmbeddings, get_text_encoder
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextmanager
+def stop_on_signal() -> Iterator[dict[str, bool]]:
+    """Turn SIGINT/SIGTERM into a flag the loop polls, so it can save and exit cleanly."""
+    flag = {"stop": False}
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.warning("signal %d: saving a checkpoint and stopping", signum)
+        flag["stop"] = True
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in old:
+            signal.signal(s, handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            with suppress(ValueError):
+                signal.signal(s, h)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Autoencoder
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class AutoencoderResult:
+    vae: AutoencoderKL
+    steps: int
+    seconds: float
+    val_psnr: float
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1]."""
+    mse = F.mse_loss((a.clamp(-1, 1) + 1) / 2, (b.clamp(-1, 1) + 1) / 2).item()
+    return 10 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
+                      config: AutoencoderTrainConfig, device: str | None = None,
+                      progress: bool = True, max_steps: int | None = None) -> AutoencoderResult:
+    """Train the 64→16 ``AutoencoderKL`` (L1 + gradient L1 + tiny KL) for ``config.minutes``."""
+    dev = pick_device(device)
+    torch.manual_seed(config.seed)
+    vae = AutoencoderKL(**vae_config()).to(dev)
+    opt = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    step, seconds = 0, 0.0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["opt"])
+        step, seconds = state["step"], state["seconds"]
+        log.info("resumed autoencoder at step %d (%.0f s)", step, seconds)
+    gen = torch.Generator().manual_seed(config.seed + step)
+    budget = config.minutes * 60
+    bar = tqdm(desc="autoencoder", unit="step", initial=step, disable=not progress,
+               total=max_steps)
+    last_save = time.monotonic()
+    with stop_on_signal() as flag:
+        while seconds < budget and not flag["stop"] and (max_steps is None or step < max_steps):
+            t0 = time.monotonic()
+            idx = torch.randint(0, data.images.shape[0], (config.batch_size,), generator=gen)
+            x = to_unit(data.images[idx]).to(dev)
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+            grad = (F.l1_loss(rec[..., 1:, :] - rec[..., :-1, :], x[..., 1:, :] - x[..., :-1, :])
+                    + F.l1_loss(rec[..., 1:] - rec[..., :-1], x[..., 1:] - x[..., :-1]))
+            loss = F.l1_loss(rec, x) + 0.5 * grad + config.kl_weight * post.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            seconds += time.monotonic() - t0
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if time.monotonic() - last_save > 120:
+                atomic_save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                             "seconds": seconds}, ckpt)
+                last_save = time.monotonic()
+    bar.close()
+    atomic_save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                 "seconds": seconds}, ckpt)
+    vae.eval()
+    with torch.no_grad():
+        val = to_unit(val_images[:256]).to(dev)
+        latents = vae.encode(val).latent_dist.mode()
+        scale = 1.0 / latents.std().item()
+        vae.register_to_config(scaling_factor=scale)
+        rec = vae.decode(latents).sample
+        val_psnr = psnr(rec, val)
+    return AutoencoderResult(vae.cpu(), step, seconds, val_psnr)
+
+
+# ---------------------------------------------------------------------------------------
+# Latent denoiser
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class EncodedSet:
+    """Everything the denoiser trains on, precomputed once: latents and prompt embeddings."""
+
+    latents: torch.Tensor  # [N x 4 x 16 x 16], scaled by the VAE's scaling factor
+    full: PromptEmbeddings  # "caption, style tag" per item
+    caption_only: PromptEmbeddings  # per unique caption
+    caption_index: torch.Tensor  # [N] index into caption_only
+    empty: PromptEmbeddings  # [1] the unconditional prompt
+
+
+def _cache_key(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
+                        progress: bool = True) -> EncodedSet:
+    """Encode images to latents and prompts to MiniLM embeddings (cached in ``cache_dir``)."""
+    key = _cache_key(data.dataset_id, str(len(data.item_ids)), data.item_ids[0], data.item_ids[-1],
+                     json.dumps(vae.config.scaling_factor))
+    path = cache_dir / f"encoded-{key}.pt"
+    if path.exists():
+        state = torch.load(path, weights_only=False)
+        return EncodedSet(**state)
+    vae.eval()
+    latents = []
+    with torch.no_grad():
+        for start in tqdm(range(0, data.images.shape[0], 256), desc="encode latents",
+                          disable=not progress):
+            x = to_unit(data.images[start:start + 256])
+            latents.append(vae.encode(x).latent_dist.mode() * vae.config.scaling_factor)
+    encoder = get_text_encoder("cpu")
+    full = encoder.encode(data.prompts)
+    unique = sorted(set(data.captions))
+    where = {c: i for i, c in enumerate(unique)}
+    caption_only = encoder.encode(unique)
+    empty = encoder.encode([""])
+    enc = EncodedSet(torch.cat(latents), full, caption_only,
+                     torch.tensor([where[c] for c in data.captions]), empty)
+    atomic_save(enc.__dict__, path)
+    return enc
+
+
+def _batch_embeddings(enc: EncodedSet, idx: torch.Tensor, config: TrainConfig,
+                      gen: torch.Generator) -> PromptEmbeddings:
+    """Prompt embeddings for a batch with condition and style dropout applied."""
+    n = idx.shape[0]
+    full = enc.full.index(idx)
+    caption = enc.caption_only.index(enc.caption_index[idx])
+    empty = enc.empty.index([0] * n)
+    u = torch.rand(n, generator=gen)
+    use_empty = u < config.cond_dropout
+    use_caption = (u >= config.cond_dropout) & (u < config.cond_dropout + config.style_dropout)
+
+    def pick(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shape = (n,) + (1,) * (a.dim() - 1)
+        out = torch.where(use_caption.view(shape), b, a)
+        return torch.where(use_empty.view(shape), c, out)
+
+    return PromptEmbeddings(pick(full.tokens, caption.tokens, empty.tokens),
+                            pick(full.mask, caption.mask, empty.mask),
+                            pick(full.pooled, caption.pooled, empty.pooled))
+
+
+@dataclass
+class BaseTrainState:
+    unet: UNet2DConditionModel
+    ema: UNet2DConditionModel
+    step: int
+    samples: int
+    seconds: float
+    cpu_seconds: float
+    losses: list[float]
+
+
+LOSS_WINDOW = 20  # the loss curve records the mean of every 20 consecutive steps
+
+
+def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: float | None = None,
+                   max_steps: int | None = None, device: str | None = None,
+                   progress: bool = True) -> BaseTrainState:
+    """Train the latent UNet with the rectified-flow objective; resumable from ``ckpt``."""
+    dev = pick_device(device)
+    torch.manual_seed(config.seed)
+    unet = UNet2DConditionModel(**unet_config(config.unet_width, config.unet_layers_per_block)).to(dev)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate,
+                            weight_decay=config.weight_decay, betas=(0.9, 0.99))
+    step, samples, seconds, cpu_seconds, losses = 0, 0, 0.0, 0.0, []
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, samples = state["step"], state["samples"]
+        seconds, cpu_seconds = state["seconds"], state["cpu_seconds"]
+        losses = state.get("losses", [])
+        log.info("resumed denoiser at step %d (%d samples, %.0f s)", step, samples, seconds)
+
+    def save() -> None:
+        atomic_save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                     "step": step, "samples": samples, "seconds": seconds,
+                     "cpu_seconds": cpu_seconds, "losses": losses,
+                     "config": config.to_dict(), "easel_version": __version__}, ckpt)
+
+    gen = torch.Generator().manual_seed(config.seed * 7919 + step)
+    n_items = enc.latents.shape[0]
+    budget = (minutes * 60) if minutes is not None else math.inf
+    started = time.monotonic()
+    last_save = time.monotonic()
+    bar = tqdm(desc="denoiser", unit="step", initial=step, disable=not progress, total=max_steps)
+    window: list[float] = []
+    unet.train()
+    with stop_on_signal() as flag:
+        while (time.monotonic() - started < budget and not flag["stop"]
+               and (max_steps is None or step < max_steps)):
+            t0, c0 = time.monotonic(), time.process_time()
+            idx = torch.randint(0, n_items, (config.batch_size,), generator=gen)
+            latents = enc.latents[idx].to(dev)
+            noise = torch.randn(latents.shape, generator=gen).to(dev)
+            sigmas = torch.sigmoid(config.logit_normal_mean + config.logit_normal_std
+                                   * torch.randn(config.batch_size, generator=gen)).to(dev)
+            emb = _batch_embeddings(enc, idx, config, gen).to(dev)
+            lr = config.learning_rate * min(1.0, (step + 1) / config.warmup_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = latent_velocity_loss(unet, latents, noise, sigmas, emb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            opt.step()
+            decay = min(config.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), unet.parameters(), strict=True):
+                    p_ema.lerp_(p, 1.0 - decay)
+            step += 1
+            samples += config.batch_size
+            seconds += time.monotonic() - t0
+            cpu_seconds += time.process_time() - c0
+            window.append(loss.item())
+            if len(window) == LOSS_WINDOW:
+                losses.append(round(sum(window) / LOSS_WINDOW, 5))
+                window.clear()
+            bar.update()
+            if losses:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", sps=f"{samples / max(seconds, 1e-6):.1f}")
+            if time.monotonic() - last_save > config.checkpoint_minutes * 60:
+                save()
+                last_save = time.monotonic()
+    bar.close()
+    save()
+    unet.eval()
+    return BaseTrainState(unet.cpu(), ema.cpu(), step, samples, seconds, cpu_seconds, losses)
+
+
+def new_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    """The sampler the embedded model ships with (Euler on the rectified-flow ODE)."""
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+
+
+def save_model_dir(out_dir: Path, unet: UNet2DConditionModel, vae: AutoencoderKL,
+                   upscaler_dir: Path | None, card: dict[str, Any]) -> Path:
+    """Write a complete model directory (pipeline + model card) atomically into ``out_dir``.
+
+    The upscaler is copied from ``upscaler_dir`` (a saved ``EaselUpscaler``) when given.
+    """
+    import shutil
+    import tempfile
+
+    from easel.diffusion.model_card import write_model_card
+    from easel.diffusion.pipeline import EaselPipeline
+
+    upscaler = None
+    if upscaler_dir is not None and (upscaler_dir / "config.json").exists():
+        from easel.diffusion.upscaler import EaselUpscaler
+
+        upscaler = EaselUpscaler.from_pretrained(str(upscaler_dir))
+    pipe = EaselPipeline(unet=unet, vae=vae, scheduler=new_scheduler(), upscaler=upscaler)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as tmp:
+        staging = Path(tmp) / "model"
+        pipe.save_pretrained(str(staging), safe_serialization=True)
+        for extra in ("README.md",):
+            if upscaler_dir is not None and (upscaler_dir / extra).exists():
+                shutil.copy2(upscaler_dir / extra, staging / "upscaler" / extra)
+        write_model_card(staging, card)
+        old = Path(tmp) / "old"
+        if out_dir.exists():
+            out_dir.rename(old)
+        staging.rename(out_dir)
+    return out_dir
+
+
+def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data: TrainingSet,
+                      config: TrainConfig, upscaler_dir: Path | None = None,
+                      consent_events: int = 0, device: str | None = None,
+                      vae_val_psnr: float | None = None,
+                      evaluation: dict[str, Any] | None = None) -> Path:
+    """Write the EMA weights as a model directory with its model card."""
+    from easel.diffusion.model_card import OBJECTIVE_TEXT, sources_from_rows
+    from easel.diffusion.pipeline import SHIPPED_MODEL_DIR
+
+    if upscaler_dir is None and (SHIPPED_MODEL_DIR / "upscaler" / "config.json").exists():
+        upscaler_dir = SHIPPED_MODEL_DIR / "upscaler"
+    card: dict[str, Any] = {
+        "model_id": f"easel-embedded-{__version__}-s{state.step}",
+        "summary": "Easel's embedded text-to-image model: trained only on consented, openly "
+                   "licensed emoji sets, small enough to run on a laptop CPU.",
+        "easel_version": __version__,
+        "dataset_id": data.dataset_id,
+        "manifest": str(data.manifest_path),
+        "consent": (f"every item checked with the registry policy for train_base before training "
+                    f"({consent_events} items with consent-event ids)" if consent_events
+                    else "not checked against a registry"),
+        "sources": sources_from_rows(data.rows),
+        "objective": OBJECTIVE_TEXT,
+        "training": {
+            "items": len(data.item_ids),
+            "held_out_sets": list(config.held_out_sets),
+            "steps": state.step, "samples": state.samples,
+            "seconds": round(state.seconds, 1), "cpu_seconds": round(state.cpu_seconds, 1),
+            "device": str(pick_device(device)),
+            "final_loss": state.losses[-1] if state.losses else None,
+            "loss_curve_mean_per_20_steps": state.losses[-300:],
+            "unet_parameters": sum(p.numel() for p in state.ema.parameters()),
+            "vae_parameters": sum(p.numel() for p in vae.parameters()),
+            "vae_val_psnr": vae_val_psnr,
+            "config": config.to_dict(),
+        },
+        "evaluation": evaluation or {},
+        "limits": "Trained for minutes to hours on 2 CPU cores; outputs are small emoji-like "
+                  "pictures. The Streamline set is held out for style personalisation.",
+    }
+    return save_model_dir(out, state.ema, vae, upscaler_dir, card)
