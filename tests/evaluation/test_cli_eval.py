@@ -28,7 +28,7 @@ def test_eval_cli_shows_judges_then_scores_references(synthetic_manifest: Path, 
     assert proc.returncode == 0, proc.stderr
     assert "style judge: 3 classes" in proc.stdout and "(loaded)" in proc.stdout
     assert "held out:" in proc.stdout
-    assert json.loads((tmp_path / "judges.json").read_text())["concept"]["metrics"]["n"] == 30
+    assert json.loads((tmp_path / "judges.json").read_text())["concept"]["metrics"]["n"] == 24
 
     out, sheet = tmp_path / "noise.json", tmp_path / "sheet.png"
     proc = run_cli("eval", "model", "--reference", "noise", "--manifest", m, "-n", "6",

@@ -9,8 +9,8 @@ Hold-outs (both are over *real* corpus images; the generator's own split is the 
 * **style judge** — trained on images of ``train``-split concepts (all sets), measured on
   ``val``/``test``-split images, whose concepts it never saw.
 * **concept judge** — for every concept drawn by two or more sets, some sets' drawings are left
-  out of its training: one set for ``train``-split concepts, all but one set for ``val``/``test``
-  concepts. It is measured on exactly those left-out drawings ("name this concept as drawn by an
+  out of its training: one set for ``train``-split concepts, half of the sets (rounded down) for
+  ``val``/``test`` concepts, so that there are enough left-out unseen-concept prompts. It is measured on exactly those left-out drawings ("name this concept as drawn by an
   artist whose drawing of it you never saw"). Concepts drawn by one set only are trained on.
 
 Evaluation prompts are drawn from the left-out (concept, set) pairs, so the real icons of the
@@ -172,7 +172,7 @@ def concept_holdout(corpus: EvalCorpus) -> set[tuple[str, str]]:
     """The (concept, set) pairs whose drawings the concept judge never trains on.
 
     For concepts drawn by >= 2 sets: one set (by a fixed hash order) for ``train``-split
-    concepts, every set but one for ``val``/``test`` concepts.
+    concepts, half of the sets (rounded down) for ``val``/``test`` concepts.
     """
     sets_of: dict[str, set[str]] = defaultdict(set)
     split_of: dict[str, str] = {}
@@ -184,7 +184,7 @@ def concept_holdout(corpus: EvalCorpus) -> set[tuple[str, str]]:
         if len(sets) < 2:
             continue
         order = sorted(sets, key=partial(_holdout_key, concept))
-        chosen = order[:1] if split_of[concept] == "train" else order[:-1]
+        chosen = order[:1] if split_of[concept] == "train" else order[:len(order) // 2]
         held.update((concept, s) for s in chosen)
     return held
 
