@@ -10,8 +10,9 @@ Hold-outs (both are over *real* corpus images; the generator's own split is the 
   ``val``/``test``-split images, whose concepts it never saw.
 * **concept judge** — for every concept drawn by two or more sets, some sets' drawings are left
   out of its training: one set for ``train``-split concepts, half of the sets (rounded down) for
-  ``val``/``test`` concepts, so that there are enough left-out unseen-concept prompts. It is measured on exactly those left-out drawings ("name this concept as drawn by an
-  artist whose drawing of it you never saw"). Concepts drawn by one set only are trained on.
+  ``val``/``test`` concepts, so that there are enough left-out unseen-concept prompts. It is
+  measured on exactly those left-out drawings ("name this concept as drawn by an artist whose
+  drawing of it you never saw"). Concepts drawn by one set only are trained on.
 
 Evaluation prompts are drawn from the left-out (concept, set) pairs, so the real icons of the
 prompts — the ``real`` reference generator — were never seen by the concept judge either.
