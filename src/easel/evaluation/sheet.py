@@ -19,8 +19,8 @@ def contact_sheet(images: Sequence[Any], captions: Sequence[str], columns: int =
         raise BadInput(f"{len(images)} images but {len(captions)} captions")
     if not images:
         raise BadInput("no images for the contact sheet")
-    font = ImageFont.load_default()
-    text_h = 30
+    font = ImageFont.load_default(size=12)
+    text_h = 46
     rows = -(-len(images) // columns)
     pad = 6
     sheet = Image.new("RGB", (columns * (tile + pad) + pad, rows * (tile + text_h + pad) + pad), "white")
@@ -31,7 +31,7 @@ def contact_sheet(images: Sequence[Any], captions: Sequence[str], columns: int =
         im = image.convert("RGB")
         im = im.resize((tile, tile), Image.Resampling.NEAREST if im.width <= tile else Image.Resampling.BOX)
         sheet.paste(im, (x, y))
-        lines = textwrap.wrap(caption, width=max(8, tile // 6))[:2]
+        lines = textwrap.wrap(caption, width=max(8, tile // 7))[:3]
         for j, line in enumerate(lines):
-            draw.text((x, y + tile + 2 + 13 * j), line, fill=(30, 30, 30), font=font)
+            draw.text((x, y + tile + 2 + 14 * j), line, fill=(30, 30, 30), font=font)
     return sheet
