@@ -42,7 +42,9 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for split in ("val", "test", "train"):
         rows = select_prompts(corpus, split, n=args.n)
-        for name, gen in (("real icons", RealIconGenerator(corpus)), ("noise", NoiseGenerator())):
+        for name, gen in (("real icons", RealIconGenerator(corpus)),
+                          ("real icons at 32 px", RealIconGenerator(corpus, size=32)),
+                          ("noise", NoiseGenerator())):
             rep = evaluate_generator(gen, rows, corpus=corpus, judges=judges, name=name,
                                      real_baseline=False, progress=False)
             o = rep["generated"]["overall"]

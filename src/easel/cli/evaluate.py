@@ -83,7 +83,7 @@ def model(
     model_dir: Path | None = typer.Option(None, "--model",
                                           help="Model directory [default: the shipped model]."),
     reference: str | None = typer.Option(None, "--reference",
-                                         help="Evaluate a reference generator instead: real | noise."),
+                                         help="Evaluate a reference instead: real | real32 | noise."),
     split: str = typer.Option("val", "--split", help="Prompt split: val, test, train or a comma list."),
     n: int = typer.Option(140, "-n", help="Number of prompts (spread over the six base sets)."),
     steps: int = typer.Option(20, "--steps", help="Sampler steps."),

@@ -17,14 +17,16 @@ from easel.corpus.captions import prompt_for
 from easel.errors import BadInput, EaselError
 from easel.evaluation.data import EvalCorpus
 
-REFERENCES = ("real", "noise")
+REFERENCES = ("real", "real32", "noise")
 
 
 class RealIconGenerator:
-    """Returns the real corpus icon named by each prompt ("fox face, twemoji style")."""
+    """Returns the real corpus icon named by each prompt ("fox face, twemoji style"), at
+    ``size`` px (``32`` shows what a 32 px model could at best score)."""
 
-    def __init__(self, corpus: EvalCorpus) -> None:
+    def __init__(self, corpus: EvalCorpus, size: int | None = None) -> None:
         self.corpus = corpus
+        self.size = size
         self.index: dict[str, int] = {}
         for i, row in enumerate(corpus.rows):  # rows are in item-id order: first one wins
             self.index.setdefault(prompt_for(row["caption"], row["style_tag"]), i)
@@ -38,7 +40,10 @@ class RealIconGenerator:
             if prompt not in self.index:
                 raise BadInput(f"no corpus icon for prompt {prompt!r}",
                                hint="the real reference only knows the corpus's captions and styles")
-            out.append(Image.fromarray(images[self.index[prompt]]))
+            image = Image.fromarray(images[self.index[prompt]])
+            if self.size is not None and self.size != image.width:
+                image = image.resize((self.size, self.size), Image.Resampling.BOX)
+            out.append(image)
         return out
 
 
@@ -68,7 +73,7 @@ class PipelineGenerator:
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("easel.diffusion"):
                 raise EaselError("the diffusion pipeline is not available in this build",
-                                 hint="evaluate a reference instead: --reference real|noise") from exc
+                                 hint="evaluate a reference instead: --reference real|real32|noise") from exc
             raise
         if steps < 1:
             raise BadInput(f"--steps must be at least 1, got {steps}")
@@ -82,9 +87,11 @@ class PipelineGenerator:
 
 
 def reference_generator(kind: str, corpus: EvalCorpus) -> RealIconGenerator | NoiseGenerator:
-    """``"real"`` or ``"noise"``."""
+    """``"real"``, ``"real32"`` (the real icons shrunk to 32 px) or ``"noise"``."""
     if kind == "real":
         return RealIconGenerator(corpus)
+    if kind == "real32":
+        return RealIconGenerator(corpus, size=32)
     if kind == "noise":
         return NoiseGenerator()
     raise BadInput(f"unknown reference {kind!r}", hint=f"use one of {', '.join(REFERENCES)}")
