@@ -20,7 +20,7 @@ eval_app = typer.Typer(
 )
 
 _MANIFEST_HELP = ("Corpus manifest (file or directory) the judges learn from "
-                  "[default: EASEL_HOME/corpus/64px].")
+                  "(default: EASEL_HOME/corpus/64px).")
 
 
 def _corpus(manifest: Path | None) -> tuple[EvalCorpus, Settings]:
@@ -45,8 +45,10 @@ def classifiers(
     retrain: bool = typer.Option(False, "--retrain", help="Train again even if saved judges match."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the judges' configs and accuracy here."),
 ) -> None:
-    """Train (or load and show) the style and concept judges, with their accuracy on held-out
-    real images and how those images were held out."""
+    """Train (or load and show) the style and concept judges.
+
+    Prints each judge's accuracy on held-out real images and how they were held out.
+    """
     from easel.evaluation.judges import ensure_judges, judge_dir
 
     corpus, settings = _corpus(manifest)
@@ -81,7 +83,7 @@ def classifiers(
 @eval_app.command("model")
 def model(
     model_dir: Path | None = typer.Option(None, "--model",
-                                          help="Model directory [default: the shipped model]."),
+                                          help="Model directory (default: the shipped model)."),
     reference: str | None = typer.Option(None, "--reference",
                                          help="Evaluate a reference instead: real | real32 | noise."),
     split: str = typer.Option("val", "--split", help="Prompt split: val, test, train or a comma list."),
@@ -95,8 +97,10 @@ def model(
     sheet: Path | None = typer.Option(None, "--contact-sheet",
                                       help="Also generate the 16 fixed prompts; save their contact sheet."),
 ) -> None:
-    """Score a model (or a reference generator) on a split's prompts: style accuracy, concept
-    top-1/top-5, Fréchet distance and near-copies, beside the judges' real-image accuracy."""
+    """Score a model (or a reference generator) on a split's prompts.
+
+    Style, concept top-1/top-5, Fréchet distance, near-copies; beside: real icons, judges' accuracy.
+    """
     from easel.evaluation.data import CONTACT_SHEET_PROMPTS, CONTACT_SHEET_SEEDS, select_prompts
     from easel.evaluation.judges import ensure_judges
     from easel.evaluation.reference import PipelineGenerator, reference_generator
