@@ -19,9 +19,11 @@ PDQ_BITS = 256
 PDQ_BYTES = PDQ_BITS // 8
 PDQ_MATCH_DISTANCE = 31
 """Hamming distance at or below which two PDQ hashes are the same picture (ThreatExchange's
-recommended threshold). Measured with ``benchmarks/registry_pdq_robustness.py`` on real emoji:
-see BENCHMARKS.md for how many JPEG/resized/flipped copies it catches and how many
-different icons fall inside it."""
+recommended threshold). Measured with ``benchmarks/registry_pdq_robustness.py`` on 1,400 real
+emoji (200 per set): it catches 99.9 % of JPEG q50, half-size, flipped and 90°-rotated copies,
+none of 10 % crops, borders or 10° rotations, and no icon of another set lies within it (nearest
+other-set icon: 1st percentile 66 bits). In the full import 8 of 19,124 icons met a look-alike
+of another set (simple shapes). See BENCHMARKS.md, "Registry"."""
 PDQ_MIN_QUALITY = 50
 """PDQ's own guidance: hashes of quality below 50 (flat, featureless pictures) are unreliable;
 such works are stored but neither indexed nor used as queries (exact sha256 still matches)."""
