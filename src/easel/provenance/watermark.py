@@ -85,6 +85,7 @@ class _Layout:
     bit_of_cell: np.ndarray  # [cells] coded-bit index per cell
     scramble: np.ndarray  # [N_CODED] 0/1 whitening of the coded bits
     templates_fft: np.ndarray  # [N_CODED x TILE x TILE//2+1] conj FFT of each bit's template
+    templates_flat: np.ndarray  # [N_CODED x TILE*TILE] the templates themselves (zero shift)
 
 
 def _blur_tile(grid: np.ndarray) -> np.ndarray:
@@ -110,7 +111,8 @@ def _layout(key: str) -> _Layout:
     masks[bit_of_cell, np.arange(cells)] = signs
     templates = _blur_tile(masks.reshape(N_CODED, g, g))
     templates_fft = np.conj(np.fft.rfft2(templates))
-    return _Layout(signs=signs, bit_of_cell=bit_of_cell, scramble=scramble, templates_fft=templates_fft)
+    return _Layout(signs=signs, bit_of_cell=bit_of_cell, scramble=scramble, templates_fft=templates_fft,
+                   templates_flat=templates.reshape(N_CODED, -1).astype(np.float32))
 
 
 # -- payload coding ---------------------------------------------------------------------------
@@ -272,15 +274,16 @@ def embed(image: Image.Image, generation_id: str, key: str = DEFAULT_KEY,
     gain = np.ones(N_CODED)
     for round_ in range(INFORMED_ROUNDS + 1):
         pattern = watermark_pattern(generation_id, h, w, key, bit_gain=gain)[..., None]
-        marked = _scale_to_psnr(base, rgb, pattern, target_psnr)
-        if round_ == INFORMED_ROUNDS:
+        last = round_ == INFORMED_ROUNDS
+        marked = _scale_to_psnr(base, rgb, pattern, target_psnr, exact=last)
+        if last:
             break
         # Informed embedding: read the soft bits back at the true shift; bits the drawing
         # pushes towards the wrong sign (or leaves weak) get more of the energy budget.
         folded = _folded_residual(marked.astype(np.uint8))
         if folded is None:
             break
-        soft = _correlate(folded, lay)[:, 0, 0]
+        soft = lay.templates_flat @ folded.astype(np.float32).ravel()  # correlation at zero shift
         margin = soft * expected
         typical = float(np.median(margin))
         if typical <= 0:
@@ -295,19 +298,20 @@ def embed(image: Image.Image, generation_id: str, key: str = DEFAULT_KEY,
     return Image.fromarray(out, "RGB")
 
 
-def _scale_to_psnr(base: np.ndarray, rgb: np.ndarray, pattern: np.ndarray,
-                   target_psnr: float) -> np.ndarray:
-    """``base + s * pattern`` rounded and clipped, with ``s`` chosen so PSNR ≈ ``target_psnr``."""
+def _scale_to_psnr(base: np.ndarray, rgb: np.ndarray, pattern: np.ndarray, target_psnr: float,
+                   exact: bool = True) -> np.ndarray:
+    """``base + s * pattern`` rounded and clipped, with ``s`` chosen so PSNR ≈ ``target_psnr``
+    (never below it when ``exact``; one clipping correction only otherwise)."""
     target_mse = 255.0**2 / 10 ** (target_psnr / 10.0)
     strength = float(np.sqrt(target_mse))
-    for _ in range(3):  # clipping at 0/255 removes energy: re-aim the strength
+    for _ in range(3 if exact else 1):  # clipping at 0/255 removes energy: re-aim the strength
         marked = np.clip(np.rint(base + strength * pattern), 0, 255)
         mse = float(np.mean((marked - base) ** 2))
         if mse <= 0:
             break
         strength *= float(np.sqrt(target_mse / mse))
     marked = np.clip(np.rint(base + strength * pattern), 0, 255)
-    while psnr(marked, rgb) < target_psnr - 0.05 and strength > 0.1:  # never below the target
+    while exact and psnr(marked, rgb) < target_psnr - 0.05 and strength > 0.1:  # never below the target
         strength *= 0.97
         marked = np.clip(np.rint(base + strength * pattern), 0, 255)
     return marked
