@@ -159,3 +159,33 @@ def test_a_clean_svg_is_accepted(db_url: str, two_artists: dict[str, str]) -> No
         work = session.query(Work).filter(Work.id == work_id).one()
         assert work.media_type == "image/svg+xml" and len(work.pdq) == 64
         assert len(work.pdq_dihedral.split(",")) == 8
+
+
+def test_simultaneous_uploads_of_one_picture_register_once(db_url: str,
+                                                          two_artists: dict[str, str]) -> None:
+    import threading
+
+    from easel.registry.service import register_work
+
+    data = encode(artwork(30))
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def upload(artist: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[artist] = register_work(db_url, data, artist, two_artists[artist],
+                                             "same picture", "CC-BY-4.0").id
+        except PermissionDenied as exc:
+            outcomes[artist] = f"refused: {exc}"
+
+    threads = [threading.Thread(target=upload, args=(a,)) for a in ("alice", "bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    refused = [a for a, o in outcomes.items() if o.startswith("refused")]
+    assert len(refused) == 1, outcomes
+    winner = next(a for a in outcomes if a not in refused)
+    assert outcomes[winner] in outcomes[refused[0]]
+    assert snapshot(db_url).works == 1

@@ -175,12 +175,14 @@ def work_show(work_id: str = typer.Argument(..., help="Work id (wk_…).")) -> N
 # Consent ---------------------------------------------------------------------------------
 def _consent(kind: str, work_id: str | None, all_works: bool, as_artist: str, key: str | None,
              purposes: list[str]) -> None:
+    from easel.registry.ledger import lock
     from easel.registry.service import authenticate, change_consent
     from easel.registry.store import registry_session
 
     if (work_id is None) == (not all_works):
         raise BadInput("give either a WORK id or --all-works (an artist-wide default), not both")
     with registry_session() as session:
+        lock(session)
         actor = authenticate(session, as_artist, _key_for(as_artist, key))
         event = change_consent(session, actor, kind, purposes or [], work_id)
         scope = f"work {work_id}" if work_id else f"all works of {actor.id}"
@@ -241,10 +243,12 @@ def optout(
 ) -> None:
     """Mark a work (or all your works) "No AI training": never in a corpus, and protected from
     look-alike uploads by anyone."""
+    from easel.registry.ledger import lock
     from easel.registry.service import authenticate, set_optout
     from easel.registry.store import registry_session
 
     with registry_session() as session:
+        lock(session)
         actor = authenticate(session, as_artist, _key_for(as_artist, key))
         event = set_optout(session, actor, work_id, undo=undo)
         line = f"{event.kind} for {work_id or 'all works of ' + actor.id}: event {event.id}"

@@ -111,8 +111,14 @@ def writer(session: Session) -> LedgerWriter:
     return existing
 
 
-def _forget_writer(session: Session) -> None:
-    session.info.pop(_WRITER_KEY, None)
+def lock(session: Session) -> LedgerWriter:
+    """Take the ledger lock for this transaction (held until commit or rollback).
+
+    Writers that check something before appending (ingest: "does this match a registered
+    work?") take it first, so the check and the append are one serial step. On SQLite, make it
+    the transaction's first statement: a transaction that read first cannot always upgrade.
+    """
+    return writer(session)
 
 
 def append_event(session: Session, kind: str, artist_id: str, actor_id: str,

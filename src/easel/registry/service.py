@@ -25,7 +25,7 @@ from easel.errors import BadInput, NotFound, PermissionDenied
 from easel.registry import policy
 from easel.registry.fingerprint import PDQ_MATCH_DISTANCE, Fingerprint, fingerprint
 from easel.registry.index import BinaryIndex, add_to_pdq_index, pdq_index
-from easel.registry.ledger import append_event, registration_detail
+from easel.registry.ledger import append_event, lock, registration_detail
 from easel.registry.models import PURPOSES, Artist, ConsentEvent, Work
 from easel.registry.validate import LoadedImage, load_image
 
@@ -162,11 +162,12 @@ class Ingestor:
             self._saved = pdq_index(self.session, self.index_folder)
         return self._saved
 
-    def check(self, image: LoadedImage, owner_id: str | None) -> CheckResult:
-        """Fingerprint ``image`` and find every registered work it matches."""
+    def check(self, image: LoadedImage, owner_id: str | None,
+              fp: Fingerprint | None = None) -> CheckResult:
+        """Find every registered work ``image`` matches (fingerprinting it unless ``fp`` is given)."""
         from easel.registry.fingerprint import DIHEDRAL_NAMES
 
-        fp = fingerprint(image.image)
+        fp = fp or fingerprint(image.image)
         result = CheckResult(image, fp)
         found: dict[int, tuple[int, str]] = {}
         for work in self.session.execute(select(Work).where(Work.sha256 == image.sha256)).scalars():
@@ -204,8 +205,12 @@ class Ingestor:
 
     def ingest(self, data: bytes, owner: Artist, title: str, license_spdx: str,
                attribution: str = "", source: str | None = None, name: str = "image",
-               loaded: LoadedImage | None = None) -> Work:
+               loaded: LoadedImage | None = None, fp: Fingerprint | None = None) -> Work:
         """Validate, fingerprint, check and register one work, with its registration event.
+
+        The check and the insert run under the ledger lock (``ledger.lock``), so two concurrent
+        uploads of one picture by two owners cannot both pass. Pass ``loaded``/``fp`` (from
+        ``prepare``) to do the CPU work before taking the lock.
 
         Raises ``BadInput`` for a bad image or field, ``PermissionDenied`` naming the matched
         work id and distance when it matches another owner's work or an opted-out work.
@@ -219,7 +224,9 @@ class Ingestor:
                 select(Work.id).where(Work.source == source)).first() is not None:
             raise BadInput(f"source {source!r} is already registered")
         image = loaded or load_image(data, name)
-        result = self.check(image, owner.id)
+        fp = fp or fingerprint(image.image)
+        lock(self.session)
+        result = self.check(image, owner.id, fp)
         if not result.accepted:
             first = result.refusing[0]
             if first.reason == "same owner's work":
@@ -227,7 +234,6 @@ class Ingestor:
             raise PermissionDenied(f"{name} refused: {result.summary()}",
                                    hint="only the owner may register a work; opted-out works "
                                         "are protected")
-        fp = result.fingerprint
         work = Work(id="wk_" + uuid.uuid4().hex[:20], owner_id=owner.id, title=title.strip(),
                     license_spdx=license_spdx, attribution=attribution, source=source,
                     sha256=image.sha256, media_type=image.media_type, width=image.width,
@@ -267,6 +273,12 @@ class Ingestor:
         self.pending_works.clear()
         self.added.clear()
         self._saved = None
+
+
+def prepare(data: bytes, name: str = "image") -> tuple[LoadedImage, Fingerprint]:
+    """Validate and fingerprint an upload (no database work)."""
+    loaded = load_image(data, name)
+    return loaded, fingerprint(loaded.image)
 
 
 # Consent --------------------------------------------------------------------------------
@@ -336,10 +348,12 @@ def register_work(url: str, data: bytes, artist_id: str, api_key: str, title: st
     """
     from easel.registry.store import index_dir, registry_session
 
+    loaded, fp = prepare(data, name)  # the CPU work, before any lock is taken
     with registry_session(url) as session:
+        lock(session)  # first statement: on SQLite the transaction starts as a writer
         owner = authenticate(session, artist_id, api_key)
         ingestor = Ingestor(session, index_dir(url), store_dir)
         work = ingestor.ingest(data, owner, title, license_spdx, attribution=attribution,
-                               source=source, name=name)
+                               source=source, name=name, loaded=loaded, fp=fp)
     ingestor.finish()
     return work
