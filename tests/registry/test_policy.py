@@ -151,3 +151,22 @@ def test_concurrent_appends_never_fork_the_chain(db_url: str, two_artists: dict[
     with registry_session(db_url) as session:
         report = verify_log(session)
     assert report.ok and report.events == 12
+
+
+def test_descriptor_slot(db_url: str, two_artists: dict[str, str]) -> None:
+    import numpy as np
+
+    from easel.registry.descriptors import load_descriptors, set_descriptor
+
+    first, second = _work(db_url, "alice", 31, "MIT"), _work(db_url, "bob", 32, "MIT")
+    with registry_session(db_url) as session:
+        assert load_descriptors(session, "toy-v1")[0] == []
+        set_descriptor(session, second, "toy-v1", np.array([0.6, 0.8, 0.0]))
+        set_descriptor(session, first, "toy-v1", np.array([1.0, 0.0, 0.0]))
+        set_descriptor(session, first, "toy-v1", np.array([0.0, 0.0, 1.0]))  # replaces
+        with pytest.raises(BadInput, match="normalised"):
+            set_descriptor(session, first, "toy-v1", np.array([3.0, 0.0, 0.0]))
+    with registry_session(db_url) as session:
+        ids, matrix = load_descriptors(session, "toy-v1")
+    assert ids == [first, second]
+    assert np.allclose(matrix, [[0, 0, 1], [0.6, 0.8, 0]]) and matrix.dtype == np.float32

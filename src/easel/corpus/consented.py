@@ -51,3 +51,15 @@ def record_build(manifest_path: Path, purpose: str, url: str | None = None) -> s
     with registry_session(url) as session:
         record_dataset(session, dataset_id, purpose, manifest_path, items)
     return dataset_id
+
+
+def disallowed(item_ids: list[str], purpose: str, url: str | None = None) -> dict[str, str]:
+    """Item id → reason for each corpus item not allowed for ``purpose`` now (the trainer's check).
+
+    A thin wrapper that opens the registry; the decision is ``policy.disallowed_items``'.
+    """
+    from easel.registry.policy import disallowed_items
+    from easel.registry.store import registry_session
+
+    with registry_session(url) as session:
+        return disallowed_items(session, item_ids, purpose)

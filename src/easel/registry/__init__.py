@@ -12,4 +12,5 @@ Modules, one concept each:
 - ``service``     artists, ingest with match checks, consent changes, look-ups.
 - ``importer``    ``import-corpus``: the seven emoji sets as seven artists.
 - ``lineage``     datasets and models built from works, and ``affected``.
+- ``descriptors`` the slot for learned descriptors of works (filled by the audit stage).
 """
