@@ -82,6 +82,16 @@ def generate(
         raise BadInput(f"--steps must be between 1 and 200, got {steps}")
     if model and model_dir:
         raise BadInput("give either --model (a diffusers checkpoint) or --model-dir (an Easel model)")
+    if not prompt.strip():
+        raise BadInput("the prompt is empty: say what to draw, e.g. \"fox face\"")
+    from easel.diffusion.text_encoder import MAX_PROMPT_CHARS
+
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise BadInput(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}")
+    if not 0.0 <= guidance <= 30.0:
+        raise BadInput(f"--guidance must be between 0 and 30, got {guidance}")
+    if init_image is not None and not 0.0 < strength <= 1.0:
+        raise BadInput(f"--strength must be in (0, 1], got {strength}")
     full_prompt, style_tag = style_prompt(prompt, style)
     init = _open_image(init_image, "--init-image")
     mask_img = _open_image(mask, "--mask")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import math
 import signal
@@ -162,15 +161,29 @@ def _cache_key(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
-                        progress: bool = True) -> EncodedSet:
-    """Encode images to latents and prompts to MiniLM embeddings (cached in ``cache_dir``)."""
-    key = _cache_key(data.dataset_id, str(len(data.item_ids)), data.item_ids[0], data.item_ids[-1],
-                     json.dumps(vae.config.scaling_factor))
-    path = cache_dir / f"encoded-{key}.pt"
+def encode_prompt_sets(data: TrainingSet, cache_dir: Path) -> tuple[PromptEmbeddings, PromptEmbeddings,
+                                                                    torch.Tensor, PromptEmbeddings]:
+    """MiniLM embeddings of the full prompts, the unique captions and "" (cached by content)."""
+    unique = sorted(set(data.captions))
+    key = _cache_key(*data.prompts, "\x00", *unique)
+    path = cache_dir / f"prompts-{key}.pt"
     if path.exists():
         state = torch.load(path, weights_only=False)
-        return EncodedSet(**state)
+        return state["full"], state["caption_only"], state["caption_index"], state["empty"]
+    where = {c: i for i, c in enumerate(unique)}
+    encoder = get_text_encoder("cpu")
+    full = encoder.encode(data.prompts)
+    caption_only = encoder.encode(unique)
+    empty = encoder.encode([""])
+    index = torch.tensor([where[c] for c in data.captions])
+    atomic_save({"full": full, "caption_only": caption_only, "caption_index": index, "empty": empty}, path)
+    return full, caption_only, index, empty
+
+
+def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
+                        progress: bool = True) -> EncodedSet:
+    """Encode images to latents and prompts to MiniLM embeddings (both cached in ``cache_dir``)."""
+    full, caption_only, caption_index, empty = encode_prompt_sets(data, cache_dir)
     vae.eval()
     latents = []
     with torch.no_grad():
@@ -178,16 +191,7 @@ def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
                           disable=not progress):
             x = to_unit(data.images[start:start + 256])
             latents.append(vae.encode(x).latent_dist.mode() * vae.config.scaling_factor)
-    encoder = get_text_encoder("cpu")
-    full = encoder.encode(data.prompts)
-    unique = sorted(set(data.captions))
-    where = {c: i for i, c in enumerate(unique)}
-    caption_only = encoder.encode(unique)
-    empty = encoder.encode([""])
-    enc = EncodedSet(torch.cat(latents), full, caption_only,
-                     torch.tensor([where[c] for c in data.captions]), empty)
-    atomic_save(enc.__dict__, path)
-    return enc
+    return EncodedSet(torch.cat(latents), full, caption_only, caption_index, empty)
 
 
 def _batch_embeddings(enc: EncodedSet, idx: torch.Tensor, config: TrainConfig,
