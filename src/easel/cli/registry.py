@@ -323,6 +323,7 @@ def verify_log_cmd() -> None:
 @app.command("import-corpus")
 def import_corpus_cmd(
     sets: list[str] = typer.Option(None, "--set", "-s", help="Set id (repeatable); default all fetched."),
+    workers: int = typer.Option(0, help="Processes that render and hash icons; 0: one per core."),
 ) -> None:
     """Register the fetched emoji sets as artists and their icons as works, consent from licences."""
     from easel.corpus.sources import fetched_sets, resolve_sets
@@ -336,7 +337,8 @@ def import_corpus_cmd(
     if not available:
         raise NotFound("no emoji sets are fetched", hint="run `easel corpus fetch` first")
     chosen = resolve_sets(sets, available) if sets else list(available.values())
-    result = import_corpus(registry_url(), settings.sources_dir, chosen, settings.keys_dir)
+    result = import_corpus(registry_url(), settings.sources_dir, chosen, settings.keys_dir,
+                           workers=workers or max(1, min(os.cpu_count() or 1, 8)))
     for icon_set in chosen:
         refused = sum(1 for item in result.refused if item.startswith(icon_set.set_id + ":"))
         typer.echo(f"{icon_set.set_id:20s} registered {result.registered.get(icon_set.set_id, 0):6d}"

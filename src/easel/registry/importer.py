@@ -10,18 +10,28 @@ not registered. Re-running registers only what is missing.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import select
 
 from easel.corpus.render import icon_svg
 from easel.corpus.sources import IconSet, load_set_json
 from easel.errors import BadInput, PermissionDenied
-from easel.registry.models import Artist
-from easel.registry.service import Ingestor, add_artist
+from easel.registry.fingerprint import Fingerprint
+from easel.registry.ledger import lock
+from easel.registry.models import Artist, Work
+from easel.registry.service import Ingestor, add_artist, prepare
 from easel.registry.store import index_dir, registry_session
+from easel.registry.validate import LoadedImage
+
+Prepared = tuple[str, bytes, LoadedImage | None, Fingerprint | None, str | None]
+BATCH = 256
+"""Icons registered per transaction: the ledger lock is held for one batch, not a whole set."""
 
 
 @dataclass
@@ -50,9 +60,32 @@ def save_key(keys_dir: Path, artist_id: str, key: str) -> Path:
     return path
 
 
+def _prepare_one(task: tuple[str, bytes]) -> Prepared:
+    item_id, data = task
+    try:
+        loaded, fp = prepare(data, item_id)
+    except BadInput as exc:
+        return item_id, data, None, None, exc.message
+    return item_id, data, loaded, fp, None
+
+
+def _prepared(tasks: list[tuple[str, bytes]], workers: int) -> Iterator[Prepared]:
+    """Validate, render and fingerprint icons (the CPU work) in ``workers`` processes, in order."""
+    if workers <= 1 or len(tasks) < 64:
+        yield from map(_prepare_one, tasks)
+        return
+    with mp.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(_prepare_one, tasks, chunksize=32)
+
+
 def import_corpus(url: str, sources_dir: Path, sets: list[IconSet], keys_dir: Path,
-                  progress: Callable[[str, int, int], None] | None = None) -> ImportResult:
-    """Register ``sets`` (already fetched) as artists and works in the database at ``url``."""
+                  progress: Callable[[str, int, int], None] | None = None,
+                  workers: int = 1) -> ImportResult:
+    """Register ``sets`` (already fetched) as artists and works in the database at ``url``.
+
+    ``workers`` processes validate, render and hash icons; the checks and inserts are serial,
+    under the ledger lock.
+    """
     started = time.perf_counter()
     result = ImportResult()
     folder = index_dir(url)
@@ -67,41 +100,51 @@ def import_corpus(url: str, sources_dir: Path, sets: list[IconSet], keys_dir: Pa
             if artist is None:
                 artist, key = add_artist(session, icon_set.set_id, icon_set.rights_holder)
                 result.keys[artist.id] = save_key(keys_dir, artist.id, key)
-            from sqlalchemy import select
-
-            from easel.registry.models import Work
-
             have = set(session.execute(select(Work.source).where(
                 Work.owner_id == artist.id)).scalars())
         registered = present = 0
-        icons = sorted(icons_json.get("icons", {}).items())
-        with registry_session(url) as session:
-            ingestor = Ingestor(session, folder)
-            owner = session.get(Artist, icon_set.set_id)
-            assert owner is not None
-            for n, (name, icon) in enumerate(icons):
-                item_id = f"{icon_set.set_id}:{name}"
-                if progress is not None:
-                    progress(icon_set.set_id, n, len(icons))
-                if item_id in have:
-                    present += 1
-                    continue
-                if not isinstance(icon, dict) or "body" not in icon:
-                    result.refused[item_id] = "icon entry has no SVG body"
-                    continue
-                svg = icon_svg(icon, default_w, default_h)
-                caption = name.replace("-", " ")
-                attribution = (f"\"{caption}\" from {icon_set.title} by {icon_set.rights_holder}, "
-                               f"{spdx} ({lic.get('url', 'no URL')}), via {icon_set.spec}")
-                try:
-                    # Refusals are raised before anything is written, so the session stays clean.
-                    ingestor.ingest(svg.encode(), owner, caption, spdx, attribution=attribution,
-                                    source=item_id, name=item_id)
-                except (BadInput, PermissionDenied) as exc:
-                    result.refused[item_id] = exc.message
-                    continue
-                registered += 1
-        ingestor.finish()
+        tasks: list[tuple[str, bytes]] = []
+        titles: dict[str, str] = {}
+        for name, icon in sorted(icons_json.get("icons", {}).items()):
+            item_id = f"{icon_set.set_id}:{name}"
+            if item_id in have:
+                present += 1
+            elif not isinstance(icon, dict) or "body" not in icon:
+                result.refused[item_id] = "icon entry has no SVG body"
+            else:
+                tasks.append((item_id, icon_svg(icon, default_w, default_h).encode()))
+                titles[item_id] = name.replace("-", " ")
+        stream = _prepared(tasks, workers)
+        done = 0
+        while done < len(tasks):
+            batch = [item for _, item in zip(range(BATCH), stream, strict=False)]
+            if not batch:
+                break
+            done += len(batch)
+            with registry_session(url) as session:
+                lock(session)
+                ingestor = Ingestor(session, folder)
+                owner = session.get(Artist, icon_set.set_id)
+                assert owner is not None
+                for item_id, data, loaded, fp, error in batch:
+                    if error is not None:
+                        result.refused[item_id] = error
+                        continue
+                    caption = titles[item_id]
+                    attribution = (f"\"{caption}\" from {icon_set.title} by "
+                                   f"{icon_set.rights_holder}, {spdx} ({lic.get('url', 'no URL')}), "
+                                   f"via {icon_set.spec}")
+                    try:
+                        # Refusals are raised before anything is written: the session stays clean.
+                        ingestor.ingest(data, owner, caption, spdx, attribution=attribution,
+                                        source=item_id, name=item_id, loaded=loaded, fp=fp)
+                    except (BadInput, PermissionDenied) as exc:
+                        result.refused[item_id] = exc.message
+                        continue
+                    registered += 1
+            ingestor.finish()
+            if progress is not None:
+                progress(icon_set.set_id, done, len(tasks))
         result.registered[icon_set.set_id] = registered
         result.present[icon_set.set_id] = present
     result.seconds = time.perf_counter() - started
