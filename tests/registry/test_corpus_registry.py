@@ -66,3 +66,19 @@ def test_import_build_withdraw_affected(db_url: str, easel_home: Path,
     assert "model base-v1 (base)" in report
     assert report.count("dataset ") == 3
     assert events  # every manifest row maps to a registered work
+
+
+def test_icons_are_prepared_in_worker_processes_in_order() -> None:
+    from easel.registry.importer import _prepared
+
+    def svg(i: int) -> bytes:
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect x="{i % 9}" '
+                f'y="2" width="5" height="{3 + i % 11}" fill="#a{i % 10}4"/></svg>').encode()
+
+    tasks = [(f"set:icon-{i}", svg(i)) for i in range(70)]
+    tasks[5] = ("set:bad", b"<svg xmlns='http://www.w3.org/2000/svg'><script>x()</script></svg>")
+    serial = list(_prepared(tasks, workers=1))
+    parallel = list(_prepared(tasks, workers=2))
+    assert [p[0] for p in parallel] == [t[0] for t in tasks]
+    assert parallel[5][4] is not None and "script" in parallel[5][4]
+    assert [p[3].pdq if p[3] else None for p in parallel] == [p[3].pdq if p[3] else None for p in serial]
