@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
+from easel.diffusion.tiny import save_tiny_pipeline, save_tiny_sd
 from tests.conftest import run_cli
-from tests.diffusion.tiny import save_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -19,39 +18,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "model")
     (path / "model_card.json").write_text(json.dumps({"model_id": "tiny-test-model",
                                                       "dataset_id": "e" * 64}))
-    return path
-
-
-def save_tiny_sd(path: Path) -> Path:
-    """A tiny random-weight Stable Diffusion 1.x pipeline with a character-level CLIP tokenizer."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    tok_dir = path.parent / "tok"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    chars = [chr(c) for c in range(33, 127)]  # printable ASCII maps to itself in byte-level BPE
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37,
-                                                num_attention_heads=4, num_hidden_layers=2,
-                                                max_position_embeddings=77, projection_dim=32))
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                cross_attention_dim=32, layers_per_block=1, norm_num_groups=8,
-                                attention_head_dim=8)
-    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(str(path))
     return path
 
 
@@ -82,9 +48,9 @@ def test_generate_img2img_and_inpaint(tiny_model: Path, tmp_path: Path) -> None:
     mask = tmp_path / "mask.png"
     Image.new("L", (64, 64), 255).save(mask)
     out = tmp_path / "out"
-    run_cli("generate", "red heart", "-n", "1", "--steps", "2", "--init-image", str(init), "--strength", "0.5",
-            "--mask", str(mask), "--model-dir", str(tiny_model), "-o", str(out), "--no-upscale",
-            env=env, check=True)
+    run_cli("generate", "red heart", "-n", "1", "--steps", "2", "--init-image", str(init),
+            "--strength", "0.5", "--mask", str(mask), "--model-dir", str(tiny_model), "-o", str(out),
+            "--no-upscale", env=env, check=True)
     assert len(list(out.glob("*.png"))) == 1
 
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from easel.diffusion.pipeline import EaselPipeline, load_pipeline
+from easel.diffusion.tiny import save_tiny_pipeline
 from easel.errors import BadInput, NotFound
-from tests.diffusion.tiny import save_tiny_pipeline
 
 
 @pytest.fixture(scope="module")

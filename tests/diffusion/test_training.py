@@ -10,13 +10,13 @@ import torch
 from easel.diffusion.configs import TrainConfig
 from easel.diffusion.data import TrainingSet
 from easel.diffusion.pipeline import load_pipeline
+from easel.diffusion.tiny import tiny_vae
 from easel.diffusion.training import (
     BaseTrainState,
     encode_training_set,
     export_base_model,
     train_denoiser,
 )
-from tests.diffusion.tiny import tiny_vae
 
 COLOURS = {"red square": (220, 30, 30), "blue square": (30, 60, 220), "green square": (30, 180, 60)}
 
@@ -39,7 +39,7 @@ def tiny_set() -> TrainingSet:
 
 def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     import easel.diffusion.training as training
-    from tests.diffusion import tiny
+    from easel.diffusion import tiny
 
     monkeypatch.setattr(training, "unet_config", lambda *_a, **_k: tiny.tiny_unet().config)
     data = tiny_set()
