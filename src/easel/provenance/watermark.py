@@ -57,13 +57,18 @@ CHIP_BLUR_SIGMA = 1.2
 """Gaussian blur (px) of the chip grid: removes the cell edges' high frequencies, which JPEG
 and resizing would discard anyway and which cost PSNR for nothing."""
 RESIDUAL_WINDOW = 7
-"""Side of the box filter whose mean is subtracted from the luminance before detection."""
+"""Side of the box filter whose mean is subtracted from the luminance before detection. Swept
+on 105 corpus icons at 256 px (15 per set): 9 px lost 4 % after 0.5x resizing, 7 px and 5 px
+recovered all; 7 px kept more after brightness/contrast changes."""
 CLIP_FACTOR = 1.5
-"""Residuals larger than this many times their median magnitude are set to zero: on flat art
-the median residual is the watermark itself, anything far larger is an edge of the drawing
-(zeroing rather than clipping them halved the raw bit error rate on 42 corpus icons)."""
+"""Residuals larger than this many times their median (non-zero) magnitude are set to zero: on
+flat art the median residual is the watermark itself, anything far larger is an edge of the
+drawing. Zeroing rather than clipping cut the raw bit error rate from 8.5 % to 0.7 % on 42
+corpus icons; 1.5 beat 1.2, 2.0 and 4.0 in a sweep on 105 icons at 256 px."""
 INFORMED_ROUNDS = 1
-"""Rounds of informed embedding (read the bits back, give weak bits more energy)."""
+"""Rounds of informed embedding (read the bits back, give weak bits more energy). On 105 corpus
+icons at 256 px it moved JPEG q50 recovery from 0.990 to 1.000, other attacks within one icon;
+it costs one more embed and read-back (about half the encode time)."""
 INFORMED_TARGET = 0.8
 """A coded bit is 'weak' when its margin is below this fraction of the median margin."""
 MIN_SIDE = 64
