@@ -55,14 +55,21 @@ def main() -> None:
     parser.add_argument("--corpus-64", type=Path, required=True)
     parser.add_argument("--corpus-256", type=Path, required=True)
     parser.add_argument("--split", default="val")
+    parser.add_argument("--set", dest="sets", action="append",
+                        help="only this set (repeatable); default: the six base-model sets")
     parser.add_argument("--limit", type=int, default=0, help="icons to use; 0 = all")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
     model = load_upscaler(args.model)
-    pairs = load_pairs(args.corpus_64, args.corpus_256, args.split, BASE_EXCLUDED_SETS,
-                       limit=args.limit or None)
+    exclude: tuple[str, ...] = BASE_EXCLUDED_SETS
+    if args.sets:
+        from easel.corpus.manifest import load_manifest
+
+        present = set(load_manifest(args.corpus_64).column("set_id").to_pylist())
+        exclude = tuple(sorted(present - set(args.sets)))
+    pairs = load_pairs(args.corpus_64, args.corpus_256, args.split, exclude, limit=args.limit or None)
     scores = evaluate_upscaler(model, pairs, seed=0)
     scores.split = args.split
     speed = {f"{threads}t_batch{batch}": round(ms_per_image(model, batch, threads), 2)
@@ -71,7 +78,7 @@ def main() -> None:
     speed["1t_batch16_cpu_time"] = round(ms_per_image(model, 16, 1, clock=time.process_time), 2)
     params = sum(p.numel() for p in model.parameters())
     print(f"model {args.model} ({params:,} parameters)")
-    print(f"{args.split} icons: {scores.images} (sets other than {', '.join(BASE_EXCLUDED_SETS)})")
+    print(f"{args.split} icons: {scores.images} (sets other than {', '.join(exclude)})")
     print("| input | ours | bicubic | Lanczos |")
     print("| --- | --- | --- | --- |")
     for kind, row in (("clean 64 px render", scores.clean), ("degraded 64 px render", scores.degraded)):
