@@ -333,7 +333,7 @@ def save_model_dir(out_dir: Path, unet: UNet2DConditionModel, vae: AutoencoderKL
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as tmp:
         staging = Path(tmp) / "model"
         pipe.save_pretrained(str(staging), safe_serialization=True)
-        for extra in ("README.md",):
+        for extra in ("README.md", "training.json"):
             if upscaler_dir is not None and (upscaler_dir / extra).exists():
                 shutil.copy2(upscaler_dir / extra, staging / "upscaler" / extra)
         write_model_card(staging, card)
