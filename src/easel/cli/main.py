@@ -64,7 +64,8 @@ _register()
 def main() -> None:
     """Run the CLI, turning ``EaselError`` into a one-line message and its exit code."""
     try:
-        app(standalone_mode=False)
+        # With standalone_mode=False click returns `typer.Exit`'s code instead of exiting.
+        code = app(standalone_mode=False)
     except EaselError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         if exc.hint:
@@ -85,6 +86,7 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,14 @@ def base(
     state = train_denoiser(enc, ckpt, config, minutes=minutes, max_steps=steps, device=device)
     export_base_model(out, state, vae_model, data, config, upscaler, consent_events=len(consent),
                       device=device)
+    from easel.db import session_scope
+    from easel.diffusion.model_card import read_model_card
+    from easel.registry.lineage import record_model
+
+    card = read_model_card(out)
+    with session_scope(get_settings().db_url) as session:
+        # So that `easel registry affected` can name this model when consent is withdrawn.
+        record_model(session, card["model_id"], data.dataset_id, kind="base", path=str(out))
     typer.echo(f"trained {state.step} steps ({state.samples} samples, {state.seconds / 60:.1f} min) → {out}")
 
 
