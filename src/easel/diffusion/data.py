@@ -51,7 +51,7 @@ def load_training_set(manifest: Path, splits: tuple[str, ...] = ("train",),
     images = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
     for i, row in enumerate(tqdm(rows, desc="load images", unit="img", disable=not progress)):
         with Image.open(path.parent / row["png_path"]) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            arr = np.array(im.convert("RGB"), dtype=np.uint8)
         images[i] = torch.from_numpy(arr).permute(2, 0, 1)
     meta = manifest_metadata(table)
     return TrainingSet(

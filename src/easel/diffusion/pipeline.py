@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UNet2DConditionModel
@@ -102,7 +103,7 @@ class EaselPipeline(DiffusionPipeline):
     def _image_to_latents(self, image: Image.Image, n: int) -> torch.Tensor:
         size = self.base_resolution
         rgb = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
-        x = torch.from_numpy(__import__("numpy").asarray(rgb).copy()).permute(2, 0, 1)
+        x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
         x = x.float().div(127.5).sub(1.0)[None].to(self.device, self.vae.dtype)
         latents = self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
         return latents.expand(n, -1, -1, -1)
@@ -110,7 +111,7 @@ class EaselPipeline(DiffusionPipeline):
     def _mask_to_latent(self, mask: Image.Image, n: int) -> torch.Tensor:
         r = self.latent_resolution
         m = mask.convert("L").resize((r, r), Image.Resampling.BILINEAR)
-        t = torch.from_numpy(__import__("numpy").asarray(m).copy()).float().div(255.0)
+        t = torch.from_numpy(np.array(m, dtype=np.uint8)).float().div(255.0)
         return (t > 0.5).float()[None, None].to(self.device).expand(n, 1, r, r)
 
     # -- the call ----------------------------------------------------------------------
