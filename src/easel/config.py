@@ -11,7 +11,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from easel.errors import EaselError
@@ -36,6 +36,16 @@ class Settings(BaseSettings):
         description="Model directory to generate with; default is the model shipped in the package.",
     )
     npm: str = Field(default="npm", description="The npm executable used by `easel corpus fetch`.")
+    # The web studio and HTTP API (`easel serve`, easel.server) -------------------------
+    session_secret: SecretStr | None = Field(
+        default=None, description="Secret for CSRF tokens; default: made on first run under "
+        "EASEL_HOME/server/session_secret (never committed).")
+    server_workers: int = Field(default=1, ge=1, le=16,
+                                description="Generation jobs run at once (one pipeline each).")
+    server_queue: int = Field(default=64, ge=1, le=10_000,
+                              description="Jobs that may wait; more are refused with 429.")
+    server_daily_quota: int = Field(default=200, ge=0,
+                                    description="Images a non-operator user may generate per 24 h.")
 
     @field_validator("home", mode="before")
     @classmethod
