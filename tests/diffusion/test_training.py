@@ -46,7 +46,7 @@ def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     vae = tiny_vae()
     enc = encode_training_set(data, vae, tmp_path, progress=False)
     assert enc.latents.shape == (3, 4, 16, 16) and enc.full.tokens.shape[0] == 3
-    assert list(tmp_path.glob("encoded-*.pt")), "encodings are cached"
+    assert list(tmp_path.glob("prompts-*.pt")), "prompt embeddings are cached"
 
     config = TrainConfig(batch_size=8, warmup_steps=1, learning_rate=2e-3, checkpoint_minutes=100)
     ckpt = tmp_path / "ckpt.pt"
@@ -67,3 +67,8 @@ def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     pipe = load_pipeline(out, device="cpu")
     images = pipe("red square, test style", seeds=[0], num_inference_steps=2, upscale=False).images
     assert images[0].size == (64, 64)
+
+    # A new machine without the checkpoint continues from the exported model's weights and counters.
+    fresh = train_denoiser(enc, tmp_path / "other.pt", config, max_steps=85, progress=False, init_from=out)
+    assert fresh.step == 85 and fresh.samples == 85 * 8
+    assert fresh.losses[:4] == resumed.losses[:4]

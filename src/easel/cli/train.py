@@ -90,7 +90,10 @@ def autoencoder(
 @train_app.command("base")
 def base(
     manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
-    vae: Path = typer.Option(..., help="Trained autoencoder directory (`easel train autoencoder`)."),
+    vae: Path = typer.Option(None, help="Trained autoencoder directory (`easel train autoencoder`); "
+                             "default: the --init-from model's."),
+    init_from: Path = typer.Option(None, "--init-from", help="Start from this model directory's "
+                                   "weights (e.g. the shipped model) when there is no checkpoint."),
     out: Path = typer.Option(..., help="Model directory to write (a complete Easel pipeline)."),
     checkpoint: Path = typer.Option(None, help="Checkpoint to resume from and save to, kept outside "
                                     "the model directory (default: <out>.ckpt.pt)."),
@@ -98,7 +101,7 @@ def base(
     steps: int = typer.Option(None, help="Stop at this total step count."),
     upscaler: Path = typer.Option(None, help="EaselUpscaler directory to include "
                                   "(default: the shipped model's)."),
-    batch_size: int = typer.Option(64, help="Samples per step."),
+    batch_size: int = typer.Option(32, help="Samples per step."),
     width: int = typer.Option(64, help="UNet base width (channels: w, 2w, 2w)."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
@@ -117,15 +120,18 @@ def base(
 
     if minutes is None and steps is None:
         raise BadInput("give --minutes or --steps so training knows when to stop")
+    if vae is None and init_from is None:
+        raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     _threads(threads)
     path = _manifest(manifest)
     consent = consent_check(path)
     config = TrainConfig(batch_size=batch_size, unet_width=width)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))
-    vae_model = AutoencoderKL.from_pretrained(str(vae))
+    vae_model = AutoencoderKL.from_pretrained(str(vae) if vae else str(init_from / "vae"))
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
     enc = encode_training_set(data, vae_model, ckpt.parent)
-    state = train_denoiser(enc, ckpt, config, minutes=minutes, max_steps=steps, device=device)
+    state = train_denoiser(enc, ckpt, config, minutes=minutes, max_steps=steps, device=device,
+                           init_from=init_from)
     export_base_model(out, state, vae_model, data, config, upscaler, consent_events=len(consent),
                       device=device)
     from easel.db import session_scope

@@ -63,7 +63,7 @@ class TrainConfig:
 
     unet_width: int = 64
     unet_layers_per_block: int = 1
-    batch_size: int = 64
+    batch_size: int = 32
     learning_rate: float = 4e-4
     warmup_steps: int = 200
     weight_decay: float = 0.01

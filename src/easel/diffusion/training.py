@@ -231,8 +231,13 @@ LOSS_WINDOW = 20  # the loss curve records the mean of every 20 consecutive step
 
 def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: float | None = None,
                    max_steps: int | None = None, device: str | None = None,
-                   progress: bool = True) -> BaseTrainState:
-    """Train the latent UNet with the rectified-flow objective; resumable from ``ckpt``."""
+                   progress: bool = True, init_from: Path | None = None) -> BaseTrainState:
+    """Train the latent UNet with the rectified-flow objective; resumable from ``ckpt``.
+
+    Without a checkpoint, ``init_from`` (a model directory) starts from its UNet weights and
+    continues its step, sample and CPU-time counters from its model card, so a run on a new
+    machine extends the shipped model's learning curve (the optimizer state starts afresh).
+    """
     dev = pick_device(device)
     torch.manual_seed(config.seed)
     unet = UNet2DConditionModel(**unet_config(config.unet_width, config.unet_layers_per_block)).to(dev)
@@ -249,6 +254,17 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         seconds, cpu_seconds = state["seconds"], state["cpu_seconds"]
         losses = state.get("losses", [])
         log.info("resumed denoiser at step %d (%d samples, %.0f s)", step, samples, seconds)
+    elif init_from is not None:
+        from easel.diffusion.model_card import read_model_card
+
+        start = UNet2DConditionModel.from_pretrained(str(init_from / "unet"))
+        unet.load_state_dict(start.state_dict())
+        ema.load_state_dict(start.state_dict())
+        trained = read_model_card(init_from).get("training", {})
+        step, samples = int(trained.get("steps", 0)), int(trained.get("samples", 0))
+        seconds, cpu_seconds = float(trained.get("seconds", 0.0)), float(trained.get("cpu_seconds", 0.0))
+        losses = list(trained.get("loss_curve_mean_per_20_steps", []))
+        log.info("starting from %s at step %d", init_from, step)
 
     def save() -> None:
         atomic_save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
