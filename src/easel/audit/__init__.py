@@ -1,0 +1,1 @@
+"""The similarity audit: learned descriptors, their indexes, verdicts and evidence sheets."""

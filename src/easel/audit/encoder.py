@@ -1,0 +1,172 @@
+"""The descriptor encoder: one compact CNN with three L2-normalised heads (copy, style, content).
+
+``DescriptorEncoder`` is a diffusers ``ModelMixin``/``ConfigMixin``, so a folder saved with
+``save_pretrained`` describes itself (``config.json`` + weights). The trunk is a stride-2 stem and three stride-2
+residual stages over a ``image_size``² RGB picture; its last feature map is GeM-pooled for the
+copy and content heads (SSCD's pooling), and the mean and standard deviation of the third
+stage (colour and texture statistics, in the manner of Gram/AdaIN style features) are added for
+the style head. Every head ends with L2 normalisation, so cosine similarity is a dot product.
+
+- ``copy``: ``[N x copy_dim]``, instance discrimination under strong augmentation (SSCD-like);
+- ``style``: ``[N x style_dim]``, supervised contrastive on the icon set (CSD-like);
+- ``content``: ``[N x 384]``, aligned with frozen MiniLM caption embeddings (CLIP-like).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+COPY_KIND = "easel-copy-v1"
+"""``WorkDescriptor.kind`` of copy descriptors made by the shipped encoder."""
+STYLE_KIND = "easel-style-v1"
+"""``WorkDescriptor.kind`` of style descriptors made by the shipped encoder."""
+
+
+@dataclass
+class Descriptors:
+    """The three descriptors of a batch, each L2-normalised float32: copy ``[N x Dc]``,
+    style ``[N x Ds]``, content ``[N x 384]``."""
+
+    copy: torch.Tensor
+    style: torch.Tensor
+    content: torch.Tensor
+
+
+class _Block(nn.Module):
+    """Stride-2 3×3 conv, then a residual 3×3 conv; BatchNorm + ReLU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False),
+                                  nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+        self.res = nn.Sequential(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)
+        return F.relu(x + self.res(x))
+
+
+def _gem(x: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling of ``[N x C x H x W]`` to ``[N x C]``."""
+    return x.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+class DescriptorEncoder(ModelMixin, ConfigMixin):
+    """Image ``[N x 3 x S x S]`` in [0, 1] → ``Descriptors`` (copy, style, content)."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, image_size: int = 64, channels: tuple[int, ...] = (32, 64, 128, 192),
+                 copy_dim: int = 128, style_dim: int = 64, content_dim: int = 384) -> None:
+        super().__init__()
+        chans = list(channels)
+        self.stem = nn.Sequential(nn.Conv2d(3, chans[0], 4, 2, 1, bias=False),
+                                  nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True))
+        self.stages = nn.ModuleList(
+            _Block(c_in, c_out) for c_in, c_out in zip(chans[:-1], chans[1:], strict=True))
+        final, mid = chans[-1], chans[-2]
+        self.copy_head = nn.Sequential(nn.Linear(final, final), nn.ReLU(inplace=True),
+                                       nn.Linear(final, copy_dim))
+        self.style_head = nn.Sequential(nn.Linear(final + 2 * mid, final), nn.ReLU(inplace=True),
+                                        nn.Linear(final, style_dim))
+        self.content_head = nn.Sequential(nn.Linear(final, final), nn.ReLU(inplace=True),
+                                          nn.Linear(final, content_dim))
+
+    def forward(self, pixels: torch.Tensor) -> Descriptors:
+        """``pixels`` float ``[N x 3 x S x S]`` in [0, 1] → L2-normalised descriptors."""
+        x = self.stem(pixels - 0.5)
+        mid_features = x
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i == len(self.stages) - 2:
+                mid_features = x
+        pooled = _gem(F.relu(x))
+        stats = torch.cat([mid_features.mean(dim=(2, 3)), mid_features.std(dim=(2, 3))], dim=1)
+        return Descriptors(
+            copy=F.normalize(self.copy_head(pooled), dim=-1),
+            style=F.normalize(self.style_head(torch.cat([pooled, stats], dim=1)), dim=-1),
+            content=F.normalize(self.content_head(pooled), dim=-1),
+        )
+
+
+def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
+    """The picture as the encoder sees it: composited on white, padded to a square with white,
+    resized to ``size``² (Lanczos); uint8 ``[size x size x 3]``."""
+    if image.mode != "RGB":
+        if image.mode.startswith("I") or image.mode == "F":  # 16-bit or float grey: rescale
+            grey = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if grey.max(initial=0) > 255 else 255.0
+            image = Image.fromarray(np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        image = canvas
+    w, h = image.size
+    if w != h:
+        side = max(w, h)
+        square = Image.new("RGB", (side, side), (255, 255, 255))
+        square.paste(image, ((side - w) // 2, (side - h) // 2))
+        image = square
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def to_tensor(arrays: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N x H x W x 3]`` → float ``[N x 3 x H x W]`` in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@torch.no_grad()
+def describe(model: DescriptorEncoder, images: list[Image.Image], batch_size: int = 256) -> Descriptors:
+    """Descriptors of PIL pictures (any mode/size), in eval mode, on the model's device."""
+    model.eval()
+    size = int(model.config.image_size)
+    parts: list[Descriptors] = []
+    for start in range(0, len(images), batch_size):
+        arrays = np.stack([to_square_rgb(im, size) for im in images[start:start + batch_size]])
+        out = model(to_tensor(arrays).to(model.device))
+        parts.append(Descriptors(out.copy.float().cpu(), out.style.float().cpu(),
+                                 out.content.float().cpu()))
+    if not parts:
+        cfg = model.config
+        return Descriptors(torch.zeros(0, cfg.copy_dim), torch.zeros(0, cfg.style_dim),
+                           torch.zeros(0, cfg.content_dim))
+    return Descriptors(torch.cat([p.copy for p in parts]), torch.cat([p.style for p in parts]),
+                       torch.cat([p.content for p in parts]))
+
+
+def shipped_path() -> Path:
+    """Folder of the encoder shipped in the package (``easel/models/descriptors``)."""
+    return Path(__file__).resolve().parent.parent / "models" / "descriptors"
+
+
+def has_shipped() -> bool:
+    """Whether shipped weights are present."""
+    folder = shipped_path()
+    return (folder / "config.json").exists() and any(folder.glob("*.safetensors"))
+
+
+@lru_cache(maxsize=4)
+def load_encoder(path: str | None = None) -> DescriptorEncoder:
+    """The encoder saved at ``path`` (default: the shipped one), in eval mode, cached per path."""
+    from easel.errors import NotFound
+
+    folder = Path(path) if path else shipped_path()
+    if not (folder / "config.json").exists():
+        raise NotFound(f"no descriptor encoder at {folder}",
+                       hint="train one with `easel audit train` or reinstall Easel")
+    model = DescriptorEncoder.from_pretrained(str(folder))
+    model.eval()
+    return model
