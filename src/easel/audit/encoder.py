@@ -1,11 +1,12 @@
 """The descriptor encoder: one compact CNN with three L2-normalised heads (copy, style, content).
 
 ``DescriptorEncoder`` is a diffusers ``ModelMixin``/``ConfigMixin``, so a folder saved with
-``save_pretrained`` describes itself (``config.json`` + weights). The trunk is a stride-2 stem and three stride-2
-residual stages over a ``image_size``² RGB picture; its last feature map is GeM-pooled for the
-copy and content heads (SSCD's pooling), and the mean and standard deviation of the third
-stage (colour and texture statistics, in the manner of Gram/AdaIN style features) are added for
-the style head. Every head ends with L2 normalisation, so cosine similarity is a dot product.
+``save_pretrained`` describes itself (``config.json`` + weights). The trunk is a stride-2 stem
+and three stride-2 residual stages over an ``image_size``² RGB picture; its last feature map
+is GeM-pooled for the copy and content heads (SSCD's pooling), and the mean and standard
+deviation of the second stage (colour and texture statistics, in the manner of Gram/AdaIN
+style features) are added for the style head.
+Every head ends with L2 normalisation, so cosine similarity is a dot product.
 
 - ``copy``: ``[N x copy_dim]``, instance discrimination under strong augmentation (SSCD-like);
 - ``style``: ``[N x style_dim]``, supervised contrastive on the icon set (CSD-like);

@@ -169,7 +169,8 @@ def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None
 
     def lr_at(s: int) -> float:
         warm = min(1.0, (s + 1) / 100)
-        return float(config.lr * warm * 0.5 * (1 + np.cos(np.pi * min(s, config.max_steps) / config.max_steps)))
+        cosine = 0.5 * (1 + np.cos(np.pi * min(s, config.max_steps) / config.max_steps))
+        return float(config.lr * warm * cosine)
 
     start = time.monotonic()
     bar = tqdm(total=config.max_steps, initial=step, desc="descriptors", unit="step", disable=not progress)
