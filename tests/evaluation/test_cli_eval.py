@@ -55,7 +55,7 @@ def test_eval_cli_bad_input_is_one_clear_line(synthetic_manifest: Path, tmp_path
 @pytest.mark.slow
 def test_eval_model_drives_the_real_pipeline(tiny_judges, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The wiring to `easel.diffusion.pipeline.load_pipeline` with a tiny random-weight model."""
-    tiny = pytest.importorskip("tests.diffusion.tiny")
+    tiny = pytest.importorskip("easel.diffusion.tiny")
     from easel.evaluation import PipelineGenerator, evaluate_generator, select_prompts
 
     corpus, judges = tiny_judges
