@@ -148,3 +148,16 @@ def test_contact_sheet_lays_out_a_grid() -> None:
 def test_load_eval_corpus_refuses_missing_manifest(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(EaselError, match="no manifest"):
         load_eval_corpus(tmp_path)
+
+
+def test_judges_leave_the_callers_threads_alone(tiny_judges) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    _, judges = tiny_judges
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        judges.style.predict(np.zeros((2, 64, 64, 3), np.uint8))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,18 @@ log = logging.getLogger(__name__)
 JUDGE_KINDS = ("style", "concept")
 # Number of CPU threads the judges use (the machine's two cores are shared; see STYLE/DESIGN).
 JUDGE_THREADS = 1
+
+
+@contextmanager
+def judge_threads() -> Iterator[None]:
+    """Run the judges on ``JUDGE_THREADS`` threads, restoring the caller's setting after (so a
+    generator evaluated in the same process keeps its own threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(JUDGE_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -152,13 +166,14 @@ class Judge:
         ``degrade`` passes the images through 64→32→64 first (the low-resolution view)."""
         self.model.eval()
         logits, feats = [], []
-        for start in range(0, len(images), batch_size):
-            x = to_tensor(images[start:start + batch_size])
-            if degrade:
-                x = down_up(x)
-            f = self.model.features(x)
-            feats.append(f)
-            logits.append(self.model.head(f))
+        with judge_threads():
+            for start in range(0, len(images), batch_size):
+                x = to_tensor(images[start:start + batch_size])
+                if degrade:
+                    x = down_up(x)
+                f = self.model.features(x)
+                feats.append(f)
+                logits.append(self.model.head(f))
         if not feats:
             return torch.zeros(0, len(self.classes)), torch.zeros(0, self.model.feature_dim)
         return torch.cat(logits), torch.cat(feats)
@@ -209,10 +224,17 @@ def judge_split(corpus: EvalCorpus, kind: str) -> tuple[np.ndarray, np.ndarray, 
 def train_judge(corpus: EvalCorpus, kind: str, cfg: JudgeTrainConfig | None = None,
                 progress: bool = True) -> Judge:
     """Train one judge on the corpus's real images and measure it on its held-out images."""
+
+    if kind not in JUDGE_KINDS:
+        raise BadInput(f"unknown judge kind {kind!r}", hint=f"use one of {', '.join(JUDGE_KINDS)}")
+    cfg = cfg or DEFAULT_TRAIN[kind]
+    with judge_threads():
+        return _train_judge(corpus, kind, cfg, progress)
+
+
+def _train_judge(corpus: EvalCorpus, kind: str, cfg: JudgeTrainConfig, progress: bool) -> Judge:
     from tqdm import tqdm
 
-    cfg = cfg or DEFAULT_TRAIN[kind]
-    torch.set_num_threads(JUDGE_THREADS)
     started = time.perf_counter()
     classes, labels = _labels(corpus, kind)
     train_idx, held_idx, how = judge_split(corpus, kind)
@@ -330,7 +352,6 @@ def ensure_judges(corpus: EvalCorpus, home: Path, retrain: bool = False,
     """The corpus's judges: loaded from ``EASEL_HOME/eval/`` when built from the same manifest
     (dataset id) — and, for kinds named in ``train``, with that training config — otherwise
     trained now (``train`` or the defaults) and saved."""
-    torch.set_num_threads(JUDGE_THREADS)
     directory = judge_dir(home, corpus.dataset_id)
     wanted = train or {}
     found: dict[str, Judge] = {}

@@ -160,8 +160,7 @@ def evaluate_generator(generate: Generator, rows: Sequence[PromptRow], *, corpus
         raise BadInput("no prompts to evaluate", hint="choose a split and -n that give prompts")
     if batch_size < 1:
         raise BadInput(f"batch size must be at least 1, got {batch_size}")
-    torch.set_num_threads(1)
-    # 2. generate
+    # 2. generate (with the caller's threads; the judges switch to JUDGE_THREADS themselves)
     t0 = time.perf_counter()
     images = generate_images(generate, rows, batch_size, progress)
     gen_seconds = time.perf_counter() - t0
