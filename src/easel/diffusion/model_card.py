@@ -64,6 +64,9 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
               f"- wall time: {t['seconds'] / 60:.1f} min, CPU time: {t['cpu_seconds'] / 3600:.2f} CPU-hours",
               f"- device: {t['device']}; easel {card['easel_version']}",
               f"- final training loss (mean of the last 20 steps): {t['final_loss']}"]
+    for key, title in (("autoencoder_data", "Autoencoder data"), ("history", "Training history")):
+        if card.get(key):
+            lines += ["", f"## {title}", "", str(card[key])]
     if card.get("evaluation"):
         lines += ["", "## Evaluation", "", "```", json.dumps(card["evaluation"], indent=2), "```"]
     lines += ["", "## Limits", "", card.get("limits", ""), ""]

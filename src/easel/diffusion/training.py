@@ -364,7 +364,8 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
                       config: TrainConfig, upscaler_dir: Path | None = None,
                       consent_events: int = 0, device: str | None = None,
                       vae_val_psnr: float | None = None,
-                      evaluation: dict[str, Any] | None = None) -> Path:
+                      evaluation: dict[str, Any] | None = None,
+                      extra: dict[str, Any] | None = None) -> Path:
     """Write the EMA weights as a model directory with its model card."""
     from easel.diffusion.model_card import OBJECTIVE_TEXT, sources_from_rows
     from easel.diffusion.pipeline import SHIPPED_MODEL_DIR
@@ -400,4 +401,5 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
         "limits": "Trained for minutes to hours on 2 CPU cores; outputs are small emoji-like "
                   "pictures. The Streamline set is held out for style personalisation.",
     }
+    card.update(extra or {})
     return save_model_dir(out, state.ema, vae, upscaler_dir, card)
