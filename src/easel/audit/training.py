@@ -168,7 +168,7 @@ def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None
         (checkpoint_dir / "latest.tmp").replace(ckpt)
 
     def lr_at(s: int) -> float:
-        warm = min(1.0, (s + 1) / 100)
+        warm = min(1.0, (s + 1) / max(1, config.max_steps // 20))
         cosine = 0.5 * (1 + np.cos(np.pi * min(s, config.max_steps) / config.max_steps))
         return float(config.lr * warm * cosine)
 

@@ -1,0 +1,191 @@
+"""``easel audit eval``: copy detection per attack (with PDQ alone beside it), style retrieval and
+text-to-image retrieval on a held-out split.
+
+Copy detection: every icon of the split is a registered reference; each attack of
+``augment.ATTACKS`` makes one query per icon. A pair (query, reference) is positive when the
+reference is the query's original. Negatives are all other pairs, except references that are
+PDQ matches (≤ 31 bits) of the query's original: skin-tone and colour variants of one drawing,
+which no detector should be blamed for. Reported per attack and pooled: recall at a false-positive
+rate of 1e-4 per pair (one threshold for the whole suite), top-1 accuracy, and µAP (DISC21:
+every query's 10 best references pooled and ranked by score). PDQ scores are minus the least
+Hamming distance over the query's eight rotations and mirrors, exactly the registry's look-up.
+
+Style: every icon queries the others; relevant = same set; mAP@10 and recall@1, per set.
+Text: each distinct caption (MiniLM, frozen) ranks the icons by content descriptor; a hit when
+an icon with that caption is among the 5 best (recall@5).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from easel.audit.augment import ATTACKS
+from easel.audit.encoder import DescriptorEncoder, describe
+
+FPR_TARGET = 1e-4
+CALIBRATION_FPRS = (1e-3, 1e-4, 1e-5)
+
+
+def _bits(hashes: list[bytes]) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(b"".join(hashes), np.uint8).reshape(len(hashes), -1), axis=1)
+
+
+def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise Hamming distances of 0/1 rows ``a`` [N x 256] and ``b`` [M x 256]."""
+    af, bf = a.astype(np.float32), b.astype(np.float32)
+    return (af @ (1 - bf).T + (1 - af) @ bf.T).round().astype(np.int32)
+
+
+def threshold_at(negatives: np.ndarray, fpr: float) -> float:
+    """The least score such that at most ``fpr`` of ``negatives`` lie strictly above it."""
+    ordered = np.sort(negatives)[::-1]
+    m = int(np.floor(fpr * len(ordered)))
+    return float(ordered[min(m, len(ordered) - 1)])
+
+
+def micro_ap(scores: np.ndarray, positive: np.ndarray, valid: np.ndarray, k: int = 10) -> float:
+    """DISC21 µAP: top-``k`` references per query (only ``valid`` pairs), pooled and ranked."""
+    masked = np.where(valid, scores, -np.inf)
+    top = np.argsort(-masked, axis=1)[:, :k]
+    rows = np.arange(len(scores))[:, None]
+    s, rel = masked[rows, top].ravel(), positive[rows, top].ravel()
+    keep = np.isfinite(s)
+    order = np.argsort(-s[keep], kind="stable")
+    rel = rel[keep][order]
+    if not rel.any():
+        return 0.0
+    hits = np.cumsum(rel)
+    precision = hits / np.arange(1, len(rel) + 1)
+    return float((precision * rel).sum() / len(scores))
+
+
+def _load(manifest: Path, split: str, limit: int) -> tuple[list[Image.Image], list[str], list[str]]:
+    from easel.corpus.manifest import load_manifest
+
+    table = load_manifest(manifest)
+    root = manifest.parent if manifest.suffix == ".parquet" else manifest
+    rows = [r for r in table.to_pylist() if r["split"] == split]
+    if limit and limit < len(rows):
+        rows = sorted(random.Random(0).sample(rows, limit), key=lambda r: r["item_id"])
+    pictures = [Image.open(root / r["png_path"]).convert("RGB") for r in rows]
+    return pictures, [r["set_id"] for r in rows], [r["caption"] for r in rows]
+
+
+def evaluate(encoder: DescriptorEncoder, manifest: Path, split: str = "test", limit: int = 0,
+             progress: bool = True) -> dict[str, Any]:
+    """All figures as a JSON-ready dict (see the module docstring for definitions)."""
+    from tqdm import tqdm
+
+    from easel.registry.fingerprint import fingerprint, pdq_of_array, prepare
+
+    started = time.monotonic()
+    pictures, sets, captions = _load(manifest, split, limit)
+    n = len(pictures)
+    refs = describe(encoder, pictures)
+    ref_copy, ref_style, ref_content = refs.copy.numpy(), refs.style.numpy(), refs.content.numpy()
+    ref_bits = _bits([pdq_of_array(prepare(p))[0] for p in pictures])
+    twins = _hamming(ref_bits, ref_bits) <= 31
+    eye = np.eye(n, dtype=bool)
+    negative_mask = ~twins & ~eye
+    report: dict[str, Any] = {"split": split, "icons": n, "manifest": str(manifest), "attacks": {}}
+
+    per_attack: dict[str, dict[str, np.ndarray]] = {}
+    throughput_s = 0.0
+    bar = tqdm(total=len(ATTACKS) * n, desc="attacks", unit="query", disable=not progress)
+    for name, attack in ATTACKS.items():
+        rng = random.Random(hash(name) % 1000)
+        queries = [attack(p, rng) for p in pictures]
+        t0 = time.perf_counter()
+        q_copy = describe(encoder, queries).copy.numpy()
+        throughput_s += time.perf_counter() - t0
+        copy_scores = q_copy @ ref_copy.T
+        fps = [fingerprint(q) for q in queries]
+        q_bits = _bits([h for fp in fps for h in fp.dihedral])
+        pdq = _hamming(q_bits, ref_bits).reshape(n, 8, n).min(axis=1)
+        per_attack[name] = {"copy": copy_scores, "pdq": -pdq.astype(np.float32)}
+        bar.update(n)
+    bar.close()
+
+    for method in ("copy", "pdq"):
+        negatives = np.concatenate([s[method][negative_mask] for s in per_attack.values()])
+        threshold = threshold_at(negatives, FPR_TARGET)
+        report[f"{method}_threshold_fpr_1e-4"] = threshold
+        report[f"{method}_negatives"] = int(len(negatives))
+        if method == "copy":
+            report["copy_calibration"] = {str(f): threshold_at(negatives, f) for f in CALIBRATION_FPRS}
+        recalls = []
+        for name, scores in per_attack.items():
+            s = scores[method]
+            pos = np.diag(s)
+            valid = negative_mask | eye
+            masked = np.where(valid, s, -np.inf)
+            top1 = float((masked.argmax(axis=1) == np.arange(n)).mean())
+            recall = float((pos > threshold).mean())
+            recalls.append(recall)
+            report["attacks"].setdefault(name, {})[method] = {
+                "recall_at_fpr_1e-4": recall, "top1": top1, "uAP": micro_ap(s, eye, valid)}
+        report[f"{method}_recall_at_fpr_1e-4"] = float(np.mean(recalls))
+        report[f"{method}_uAP"] = float(np.mean([report["attacks"][a][method]["uAP"] for a in per_attack]))
+
+    # style retrieval
+    labels = np.array(sets)
+    style = ref_style @ ref_style.T
+    np.fill_diagonal(style, -np.inf)
+    top = np.argsort(-style, axis=1)[:, :10]
+    rel = labels[top] == labels[:, None]
+    precision = np.cumsum(rel, axis=1) / np.arange(1, 11)
+    relevant = (labels[None] == labels[:, None]).sum(1) - 1
+    ap10 = (precision * rel).sum(1) / np.maximum(1, np.minimum(10, relevant))
+    report["style_mAP@10"] = float(ap10.mean())
+    report["style_recall@1"] = float(rel[:, 0].mean())
+    report["style_by_set"] = {s: {"mAP@10": float(ap10[labels == s].mean()),
+                                  "recall@1": float(rel[labels == s, 0].mean()),
+                                  "icons": int((labels == s).sum())} for s in sorted(set(sets))}
+    different = labels[None] != labels[:, None]
+    finite = style[different]
+    report["style_calibration"] = {str(f): threshold_at(finite, f) for f in (1e-2, 1e-3)}
+
+    # text -> image
+    from easel.diffusion.text_encoder import get_text_encoder
+
+    distinct = sorted(set(captions))
+    text = get_text_encoder().encode(distinct).pooled.numpy()
+    ranked = np.argsort(-(text @ ref_content.T), axis=1)[:, :5]
+    cap = np.array(captions)
+    hits = (cap[ranked] == np.array(distinct)[:, None]).any(axis=1)
+    report["text_to_image_recall@5"] = float(hits.mean())
+    report["text_queries"] = len(distinct)
+
+    report["descriptor_images_per_s"] = len(ATTACKS) * n / max(throughput_s, 1e-9)
+    report["seconds"] = time.monotonic() - started
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a plain-text table."""
+    lines = [f"split {report['split']}: {report['icons']} icons, {len(report['attacks'])} attacks, "
+             f"{report['copy_negatives']} negative pairs",
+             f"{'attack':22} {'copy R@1e-4':>11} {'top1':>6} {'µAP':>6} | {'PDQ R@1e-4':>10} "
+             f"{'top1':>6} {'µAP':>6}"]
+    for name, r in report["attacks"].items():
+        c, p = r["copy"], r["pdq"]
+        lines.append(f"{name:22} {c['recall_at_fpr_1e-4']:11.3f} {c['top1']:6.3f} {c['uAP']:6.3f} | "
+                     f"{p['recall_at_fpr_1e-4']:10.3f} {p['top1']:6.3f} {p['uAP']:6.3f}")
+    lines.append(f"{'mean':22} {report['copy_recall_at_fpr_1e-4']:11.3f} {'':6} {report['copy_uAP']:6.3f} | "
+                 f"{report['pdq_recall_at_fpr_1e-4']:10.3f} {'':6} {report['pdq_uAP']:6.3f}")
+    lines.append(f"copy threshold at FPR 1e-4: {report['copy_threshold_fpr_1e-4']:.4f}; calibration "
+                 f"{report['copy_calibration']}")
+    lines.append(f"style mAP@10 {report['style_mAP@10']:.3f}, recall@1 {report['style_recall@1']:.3f}; "
+                 f"different-set thresholds {report['style_calibration']}")
+    for s, r in report["style_by_set"].items():
+        lines.append(f"  {s:20} mAP@10 {r['mAP@10']:.3f} recall@1 {r['recall@1']:.3f} ({r['icons']} icons)")
+    lines.append(f"text→image recall@5 {report['text_to_image_recall@5']:.3f} over "
+                 f"{report['text_queries']} captions")
+    lines.append(f"descriptors {report['descriptor_images_per_s']:.0f} images/s; {report['seconds']:.0f} s")
+    return "\n".join(lines)

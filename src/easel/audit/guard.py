@@ -1,0 +1,163 @@
+"""The copy descriptor where images enter and leave: the registry's ingest check and the
+generator's output guard.
+
+``IngestDescriptors`` rides along an ``easel.registry.service.Ingestor``: ``check`` adds to the
+ingest check every registered work (saved index plus works added in this session) whose copy
+score with the upload reaches ``REGISTRY_COPY_THRESHOLD``; ``add`` stores a new work's copy and
+style descriptors in ``work_descriptors``; ``finish`` brings the saved indexes up to date.
+Both do nothing (and say so once in the log) when no descriptor encoder is shipped.
+
+``output_guard`` is called by ``provenance.publish._output_guard`` on every image about to be
+published: one encoder pass and one FAISS search; a near-copy of any registered work is refused
+naming the work. It skips, with a logged reason, when there is no encoder or no registered
+work with descriptors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from easel.audit.thresholds import NEAR_COPY_THRESHOLD, REGISTRY_COPY_THRESHOLD
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _encoder_or_none():  # type: ignore[no-untyped-def]
+    folder = Path(__file__).resolve().parent.parent / "models" / "descriptors"
+    if not (folder / "config.json").exists():  # checked before importing torch
+        if "encoder" not in _warned:
+            _warned.add("encoder")
+            log.warning("no descriptor encoder shipped: copy-descriptor checks are skipped")
+        return None
+    from easel.audit.encoder import load_encoder
+
+    return load_encoder()
+
+
+class IngestDescriptors:
+    """Copy-descriptor matching and storage for one ``Ingestor`` (one registry session)."""
+
+    def __init__(self, session: Session, index_folder: Path) -> None:
+        self.session = session
+        self.folder = index_folder
+        self.encoder = _encoder_or_none()
+        self.pending_keys: list[int] = []
+        self.pending_copy: list[np.ndarray] = []
+        self._descriptors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _describe(self, sha256: str, picture: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        from easel.audit.encoder import describe
+
+        if sha256 not in self._descriptors:
+            assert self.encoder is not None
+            desc = describe(self.encoder, [picture])
+            self._descriptors = {sha256: (desc.copy.numpy()[0], desc.style.numpy()[0])}
+        return self._descriptors[sha256]
+
+    def check(self, sha256: str, picture: Image.Image, pdq_variants: tuple[bytes, ...],
+              found: dict[int, tuple[int, str]]) -> None:
+        """Add to ``found`` (work key → (PDQ distance, how it matched)) the works whose copy
+        score with ``picture`` reaches ``REGISTRY_COPY_THRESHOLD``; PDQ finds take precedence."""
+        if self.encoder is None:
+            return
+        from easel.audit.encoder import COPY_KIND
+        from easel.audit.index import descriptor_index
+
+        copy_vec, _ = self._describe(sha256, picture)
+        index = descriptor_index(self.session, self.folder, COPY_KIND, copy_vec.size)
+        scored = [(h.key, h.score) for h in index.search(copy_vec[None], 10)]
+        if self.pending_keys:
+            pending = np.stack(self.pending_copy) @ copy_vec
+            scored += list(zip(self.pending_keys, pending.tolist(), strict=True))
+        hits = {key: score for key, score in scored if score >= REGISTRY_COPY_THRESHOLD}
+        if not hits:
+            return
+        from sqlalchemy import select
+
+        from easel.registry.fingerprint import hamming
+        from easel.registry.models import Work
+
+        pdq = dict(self.session.execute(select(Work.pk, Work.pdq).where(Work.pk.in_(list(hits)))).all())
+        for key, score in hits.items():
+            if key in found:
+                continue
+            distance = min((hamming(v, bytes.fromhex(pdq[key])) for v in pdq_variants), default=256) \
+                if pdq.get(key) else 256
+            found[key] = (distance, f"copy descriptor {score:.2f}")
+
+    def add(self, work_pk: int, sha256: str, picture: Image.Image) -> None:
+        """Store the new work's descriptors and make it searchable for the rest of the session."""
+        if self.encoder is None:
+            return
+        from easel.audit.encoder import COPY_KIND, STYLE_KIND
+        from easel.registry.models import WorkDescriptor
+
+        copy_vec, style_vec = self._describe(sha256, picture)
+        for kind, vec in ((COPY_KIND, copy_vec), (STYLE_KIND, style_vec)):
+            vec32 = np.asarray(vec, dtype="<f4")
+            self.session.add(WorkDescriptor(work_pk=work_pk, kind=kind, dim=vec32.size,
+                                            vector=vec32.tobytes()))
+        self.pending_keys.append(work_pk)
+        self.pending_copy.append(copy_vec)
+
+    def finish(self) -> None:
+        """After the commit: bring the saved descriptor indexes up to date (rebuild if stale)."""
+        if self.encoder is None or not self.pending_keys:
+            return
+        from easel.audit.encoder import COPY_KIND, STYLE_KIND
+        from easel.audit.index import descriptor_index
+
+        with Session(self.session.get_bind()) as session:
+            descriptor_index(session, self.folder, COPY_KIND, int(self.encoder.config.copy_dim))
+            descriptor_index(session, self.folder, STYLE_KIND, int(self.encoder.config.style_dim))
+        self.pending_keys.clear()
+        self.pending_copy.clear()
+
+
+def output_guard(image: Image.Image, db_url: str) -> Image.Image:
+    """Refuse (``PermissionDenied``) an image whose copy score with a registered work reaches
+    ``NEAR_COPY_THRESHOLD``; return it unchanged otherwise, or when there is nothing to check."""
+    from sqlalchemy import inspect
+
+    from easel.db import get_engine
+
+    encoder = _encoder_or_none()
+    if encoder is None:
+        return image
+    from easel.audit.encoder import COPY_KIND, describe
+    from easel.audit.index import descriptor_index
+    from easel.registry.store import index_dir
+
+    if db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).exists():
+        log.info("output guard skipped: no registry database at %s", db_url)
+        return image
+    engine = get_engine(db_url)
+    if not inspect(engine).has_table("work_descriptors"):
+        log.info("output guard skipped: the registry has no descriptor table yet")
+        return image
+    with Session(engine) as session:
+        index = descriptor_index(session, index_dir(db_url), COPY_KIND, int(encoder.config.copy_dim))
+        if len(index) == 0:
+            log.info("output guard skipped: no registered work has descriptors")
+            return image
+        vec = describe(encoder, [image]).copy.numpy()
+        best = index.search(vec, 1)
+        if best and best[0].score >= NEAR_COPY_THRESHOLD:
+            from sqlalchemy import select
+
+            from easel.errors import PermissionDenied
+            from easel.registry.models import Work
+
+            work_id, owner = session.execute(select(Work.id, Work.owner_id)
+                                             .where(Work.pk == best[0].key)).one()
+            raise PermissionDenied(
+                f"output refused: it is a near-copy of registered work {work_id} (owner {owner}, "
+                f"copy score {best[0].score:.2f} ≥ {NEAR_COPY_THRESHOLD})",
+                hint="change the prompt or seed; `easel audit` shows the evidence")
+    return image

@@ -1,0 +1,163 @@
+"""FAISS indexes of the learned descriptors of registered works, beside the PDQ index.
+
+One ``FloatIndex`` per descriptor kind (copy, style): an exact inner-product index
+(``faiss.IndexFlatIP``; descriptors are L2-normalised, so the score is the cosine) plus the work
+key (``works.pk``) of each row. It is saved atomically as ``desc-<kind>.*`` in the registry's
+index folder (``easel.registry.store.index_dir``) and rebuilt from the ``work_descriptors``
+table whenever the files are missing, unreadable or stale (row count or newest row differ),
+exactly as the PDQ index is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from easel.registry.index import FAISS_THREADS
+from easel.registry.models import WorkDescriptor
+
+_cache: dict[tuple[str, str], tuple[tuple[int, int], FloatIndex]] = {}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One indexed row near a query: its work key, cosine score, and which query found it."""
+
+    key: int
+    score: float
+    query: int
+
+
+class FloatIndex:
+    """Exact cosine search over L2-normalised float32 vectors, each row tagged with a work key."""
+
+    def __init__(self, dim: int) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(FAISS_THREADS)
+        self.dim = dim
+        self.index: Any = faiss.IndexFlatIP(dim)
+        self.keys = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, keys: list[int] | np.ndarray, vectors: np.ndarray) -> None:
+        """Add ``vectors`` float32 ``[N x dim]`` under ``keys`` (N ints)."""
+        key_array = np.asarray(keys, dtype=np.int64).reshape(-1)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if len(key_array) != len(vectors):
+            raise ValueError(f"{len(key_array)} keys for {len(vectors)} vectors")
+        if len(vectors):
+            self.index.add(vectors)
+            self.keys = np.concatenate([self.keys, key_array])
+
+    def search(self, queries: np.ndarray, k: int) -> list[Scored]:
+        """The ``k`` best rows over all queries (``[Q x dim]``), best first, one per key."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if len(self) == 0 or len(queries) == 0 or k <= 0:
+            return []
+        scores, rows = self.index.search(queries, min(k, len(self)))
+        best: dict[int, Scored] = {}
+        for q in range(len(queries)):
+            for s, r in zip(scores[q], rows[q], strict=True):
+                if r < 0:
+                    continue
+                key = int(self.keys[int(r)])
+                if key not in best or s > best[key].score:
+                    best[key] = Scored(key, float(s), q)
+        return sorted(best.values(), key=lambda h: (-h.score, h.key))[:k]
+
+    def save(self, folder: Path, name: str, state: dict[str, int]) -> None:
+        """Write ``<name>.faiss``, ``<name>.keys.npy`` and ``<name>.json`` atomically."""
+        import faiss
+
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}-") as tmp:
+            staging = Path(tmp)
+            faiss.write_index(self.index, str(staging / f"{name}.faiss"))
+            np.save(staging / f"{name}.keys.npy", self.keys)
+            (staging / f"{name}.json").write_text(json.dumps({"dim": self.dim, **state}))
+            for suffix in (".faiss", ".keys.npy", ".json"):  # state file last
+                os.replace(staging / f"{name}{suffix}", folder / f"{name}{suffix}")
+
+    @classmethod
+    def load(cls, folder: Path, name: str) -> tuple[FloatIndex, dict[str, int]] | None:
+        """Read a saved index and its state, or ``None`` if missing or unreadable."""
+        import faiss
+
+        try:
+            state = json.loads((folder / f"{name}.json").read_text())
+            index = faiss.read_index(str(folder / f"{name}.faiss"))
+            keys = np.load(folder / f"{name}.keys.npy")
+        except (OSError, ValueError, RuntimeError):
+            return None
+        if index.ntotal != len(keys) or index.d != state.get("dim"):
+            return None
+        out = cls(int(state["dim"]))
+        out.index = index
+        out.keys = keys.astype(np.int64)
+        return out, state
+
+
+def index_name(kind: str) -> str:
+    """File stem of the index of descriptor ``kind`` (``desc-easel-copy-v1``)."""
+    return f"desc-{kind}"
+
+
+def _state(session: Session, kind: str) -> tuple[int, int]:
+    count, newest = session.execute(
+        select(func.count(WorkDescriptor.pk), func.coalesce(func.max(WorkDescriptor.pk), 0))
+        .where(WorkDescriptor.kind == kind)).one()
+    return int(count), int(newest)
+
+
+def _rebuild(session: Session, kind: str) -> FloatIndex | None:
+    rows = session.execute(select(WorkDescriptor.work_pk, WorkDescriptor.dim, WorkDescriptor.vector)
+                           .where(WorkDescriptor.kind == kind).order_by(WorkDescriptor.pk)).all()
+    if not rows:
+        return None
+    dim = int(rows[0][1])
+    index = FloatIndex(dim)
+    index.add([r[0] for r in rows],
+              np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), dim))
+    return index
+
+
+def descriptor_index(session: Session, folder: Path, kind: str, dim: int) -> FloatIndex:
+    """The index of ``kind`` descriptors of the database behind ``session``, current with it.
+
+    Loaded from ``folder`` (cached in the process) or rebuilt and saved when stale.
+    """
+    state = _state(session, kind)
+    key = (str(folder), kind)
+    with _lock:
+        cached = _cache.get(key)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        name = index_name(kind)
+        loaded = FloatIndex.load(folder, name)
+        if loaded is not None and (loaded[1].get("count"), loaded[1].get("newest")) == state \
+                and len(loaded[0]) == state[0]:
+            index = loaded[0]
+        else:
+            index = _rebuild(session, kind) or FloatIndex(dim)
+            index.save(folder, name, {"count": state[0], "newest": state[1]})
+        _cache[key] = (state, index)
+        return index
+
+
+def forget_cache() -> None:
+    """Drop every cached descriptor index (tests; after restoring a database)."""
+    with _lock:
+        _cache.clear()

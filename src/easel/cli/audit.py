@@ -1,0 +1,213 @@
+"""``easel audit IMAGE`` / ``easel audit --folder DIR``, and ``easel audit index|train|eval``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from easel.errors import BadInput
+
+
+class _AuditGroup(TyperGroup):
+    """``easel audit X.png`` and ``easel audit --folder D`` mean ``easel audit image …``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["image", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_AuditGroup, no_args_is_help=True, help=(
+    "Did this image copy a registered work? Scores an image (or a folder) against every "
+    "registered work: copy score, style score, PDQ distance and a verdict, with an evidence "
+    "sheet. `easel audit IMAGE` is short for `easel audit image IMAGE`."))
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``easel audit`` to the root CLI."""
+    root.add_typer(app, name="audit")
+
+
+def _auditor(session: Any, url: str, encoder_dir: Path | None) -> Any:
+    from easel.audit.encoder import load_encoder
+    from easel.audit.service import Auditor
+    from easel.registry.store import index_dir
+
+    return Auditor(session, index_dir(url), load_encoder(str(encoder_dir) if encoder_dir else None))
+
+
+def _pictures(session: Any, result: Any) -> list[Any]:
+    from sqlalchemy import select
+
+    from easel.audit.service import work_picture
+    from easel.registry.models import Work
+
+    out = []
+    for match in result.matches:
+        work = session.execute(select(Work).where(Work.id == match.work_id)).scalar_one()
+        out.append(work_picture(work))
+    return out
+
+
+@app.command("image")
+def audit_image(
+    image: Path | None = typer.Argument(None, help="Image to audit (PNG, JPEG, WebP or SVG)."),
+    folder: Path | None = typer.Option(None, "--folder", help="Audit every image in this folder."),
+    artist: str | None = typer.Option(None, "--artist", help="Compare only with this artist's works."),
+    k: int = typer.Option(10, "-k", help="How many matches to report per image."),
+    sheet: Path | None = typer.Option(None, "--sheet", help="Evidence sheet PNG to write "
+                                      "(default: EASEL_HOME/audits/<name>-evidence.png)."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="With --folder: the CSV to write "
+                                         "(default: ./easel-audit.csv)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the matches as JSON."),
+    encoder_dir: Path | None = typer.Option(None, "--encoder", help="Descriptor encoder folder "
+                                            "(default: the shipped one)."),
+) -> None:
+    """Score an image (or every image of --folder) against the registered works."""
+    from easel.audit.service import query_picture
+    from easel.audit.sheet import evidence_sheet
+    from easel.config import get_settings
+    from easel.registry.store import registry_session, registry_url
+
+    if (image is None) == (folder is None):
+        raise BadInput("give exactly one of IMAGE or --folder DIR")
+    settings = get_settings()
+    url = registry_url()
+    if image is not None:
+        if not image.is_file():
+            raise BadInput(f"{image} is not a file")
+        picture = query_picture(image.read_bytes(), image.name)
+        with registry_session(url) as session:
+            result = _auditor(session, url, encoder_dir).audit(picture, image.name, k, artist)
+            out = sheet or settings.home / "audits" / f"{image.stem}-evidence.png"
+            evidence_sheet(picture, result, _pictures(session, result), out)
+        if as_json:
+            typer.echo(json.dumps({"image": str(image), "verdict": result.verdict, "sheet": str(out),
+                                   "matches": [m.__dict__ | {"picture": str(m.picture or "")}
+                                               for m in result.matches]}, indent=2))
+            return
+        typer.echo(f"{image.name}: {result.verdict}")
+        typer.echo(f"{'work':26} {'owner':20} {'copy':>6} {'style':>6} {'PDQ':>4}  verdict")
+        for m in result.matches:
+            pdq = "-" if m.pdq_distance is None else str(m.pdq_distance)
+            typer.echo(f"{m.work_id:26} {m.owner_id[:20]:20} {m.copy_score:6.3f} {m.style_score:6.3f} "
+                       f"{pdq:>4}  {m.verdict}")
+        typer.echo(f"evidence sheet: {out}")
+        return
+    assert folder is not None
+    _audit_folder(folder, artist, k, csv_path or Path("easel-audit.csv"), encoder_dir)
+
+
+def _audit_folder(folder: Path, artist: str | None, k: int, csv_path: Path,
+                  encoder_dir: Path | None) -> None:
+    import csv
+
+    from tqdm import tqdm
+
+    from easel.audit.service import query_picture
+    from easel.registry.store import registry_session, registry_url
+
+    if not folder.is_dir():
+        raise BadInput(f"{folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    url = registry_url()
+    counts: dict[str, int] = {}
+    with registry_session(url) as session, csv_path.open("w", newline="") as fh:
+        auditor = _auditor(session, url, encoder_dir)
+        writer = csv.writer(fh)
+        writer.writerow(["image", "rank", "work_id", "owner_id", "copy_score", "style_score",
+                         "pdq_distance", "verdict", "error"])
+        for path in tqdm(files, desc="audit", unit="image"):
+            try:
+                picture = query_picture(path.read_bytes(), path.name)
+            except BadInput as exc:  # one bad file is reported in its row, not fatal
+                writer.writerow([path.name, "", "", "", "", "", "", "refused", exc.message])
+                counts["refused"] = counts.get("refused", 0) + 1
+                continue
+            result = auditor.audit(picture, path.name, k, artist)
+            counts[result.verdict] = counts.get(result.verdict, 0) + 1
+            for rank, m in enumerate(result.matches, 1):
+                writer.writerow([path.name, rank, m.work_id, m.owner_id, f"{m.copy_score:.4f}",
+                                 f"{m.style_score:.4f}", "" if m.pdq_distance is None else m.pdq_distance,
+                                 m.verdict, ""])
+            if not result.matches:
+                writer.writerow([path.name, "", "", "", "", "", "", "none", ""])
+    summary = ", ".join(f"{v}: {n}" for v, n in sorted(counts.items()))
+    typer.echo(f"{len(files)} images audited ({summary}); CSV: {csv_path}")
+
+
+@app.command("index")
+def audit_index(
+    encoder_dir: Path | None = typer.Option(None, "--encoder", help="Descriptor encoder folder."),
+) -> None:
+    """Describe every registered work that has no descriptors yet and rebuild the indexes."""
+    from easel.audit.encoder import COPY_KIND, STYLE_KIND, load_encoder
+    from easel.audit.index import descriptor_index, forget_cache
+    from easel.audit.service import describe_works
+    from easel.registry.store import index_dir, registry_session, registry_url
+
+    url = registry_url()
+    encoder = load_encoder(str(encoder_dir) if encoder_dir else None)
+    with registry_session(url) as session:
+        done, skipped = describe_works(session, encoder)
+    forget_cache()
+    with registry_session(url) as session:
+        n = len(descriptor_index(session, index_dir(url), COPY_KIND, int(encoder.config.copy_dim)))
+        descriptor_index(session, index_dir(url), STYLE_KIND, int(encoder.config.style_dim))
+    typer.echo(f"described {done} works ({skipped} without a stored picture); {n} works indexed")
+
+
+@app.command("train")
+def audit_train(
+    manifest: Path = typer.Option(Path("/tmp/eh/corpus/64px/manifest.parquet"), "--manifest",
+                                  help="Corpus manifest (64 px build) to train on (train split)."),
+    checkpoints: Path = typer.Option(Path.home() / ".cache" / "easel" / "descriptors", "--checkpoints",
+                                     help="Checkpoint folder (outside the work tree); resumed."),
+    out: Path = typer.Option(Path("descriptors-model"), "--out", help="Where to save the model."),
+    steps: int = typer.Option(400, "--steps", help="Total optimiser steps (cosine schedule)."),
+    minutes: float = typer.Option(30.0, "--minutes", help="Stop after this much wall time."),
+    batch_size: int = typer.Option(96, "--batch-size", help="Icons per step (two views each)."),
+    threads: int = typer.Option(1, "--threads", help="Torch threads (1 on a shared machine)."),
+) -> None:
+    """Train the descriptor encoder (copy, style, content heads) with resumable checkpoints."""
+    import torch
+
+    from easel.audit.training import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    if not manifest.exists():
+        raise BadInput(f"no manifest at {manifest}", hint="build one with `easel corpus build --size 64`")
+    cfg = TrainConfig(manifest=str(manifest), batch_size=batch_size, max_steps=steps, minutes=minutes)
+    train(cfg, checkpoints, out)
+    typer.echo(f"saved {out}")
+
+
+@app.command("eval")
+def audit_eval(
+    manifest: Path = typer.Option(Path("/tmp/eh/corpus/256px/manifest.parquet"), "--manifest",
+                                  help="Corpus manifest whose split is evaluated (256 px build)."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate: test (report) or val "
+                              "(threshold calibration)."),
+    limit: int = typer.Option(0, "--limit", help="Use only this many icons of the split (0: all)."),
+    encoder_dir: Path | None = typer.Option(None, "--encoder", help="Descriptor encoder folder."),
+    out: Path | None = typer.Option(None, "--json", help="Write the figures to this JSON file."),
+) -> None:
+    """Copy detection per attack (recall at FPR 1e-4, µAP; PDQ beside it), style mAP@10 and
+    recall@1, text-to-image recall@5, on a split the encoder never trained on."""
+    import torch
+
+    from easel.audit.encoder import load_encoder
+    from easel.audit.evaluate import evaluate, format_report
+
+    torch.set_num_threads(1)
+    if not manifest.exists():
+        raise BadInput(f"no manifest at {manifest}", hint="build one with `easel corpus build --size 256`")
+    report = evaluate(load_encoder(str(encoder_dir) if encoder_dir else None), manifest, split, limit)
+    typer.echo(format_report(report))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))

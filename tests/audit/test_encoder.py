@@ -1,0 +1,65 @@
+"""The descriptor encoder: shapes, normalisation, save/load, and every picture mode it meets."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from easel.audit.augment import ATTACKS, text_bank, train_view
+from easel.audit.encoder import DescriptorEncoder, describe, load_encoder, to_square_rgb
+from tests.audit.conftest import artwork
+
+
+def test_heads_are_l2_normalised_and_reload_identically(tiny_encoder_dir: Path) -> None:
+    model = load_encoder(str(tiny_encoder_dir))
+    pictures = [artwork(1), artwork(2, size=100)]
+    out = describe(model, pictures)
+    assert out.copy.shape == (2, 16) and out.style.shape == (2, 8) and out.content.shape == (2, 384)
+    for t in (out.copy, out.style, out.content):
+        assert torch.allclose(t.norm(dim=1), torch.ones(2), atol=1e-5)
+    again = DescriptorEncoder.from_pretrained(str(tiny_encoder_dir))
+    assert torch.allclose(describe(again, pictures).copy, out.copy, atol=1e-6)
+    assert not torch.allclose(out.copy[0], out.copy[1])
+
+
+def test_to_square_rgb_pads_with_white_and_composites_alpha() -> None:
+    wide = Image.new("RGB", (40, 20), (255, 0, 0))
+    square = to_square_rgb(wide, 16)
+    assert square.shape == (16, 16, 3)
+    assert tuple(square[0, 8]) == (255, 255, 255) and tuple(square[8, 8])[0] > 200
+    clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert (to_square_rgb(clear, 8) == 255).all()
+
+
+def test_sixteen_bit_grey_is_rescaled_not_clipped() -> None:
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="PNG")
+    opened = Image.open(io.BytesIO(buf.getvalue()))
+    assert opened.mode.startswith("I")
+    grey = to_square_rgb(opened, 64)[..., 0]
+    assert grey[0, 0] == 0 and grey[-1, -1] == 255
+    assert (grey == 255).mean() < 0.05  # clipping would make most of the ramp white
+
+
+def test_training_views_keep_shape_and_range() -> None:
+    x = torch.rand(6, 3, 32, 32)
+    views = train_view(x, text_bank(32, count=4), torch.Generator().manual_seed(0), jpeg_fraction=0.5)
+    assert views.shape == x.shape
+    assert float(views.min()) >= 0.0 and float(views.max()) <= 1.0
+    assert not torch.allclose(views, x)
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_every_attack_returns_an_rgb_picture(name: str) -> None:
+    import random
+
+    out = ATTACKS[name](artwork(3), random.Random(0))
+    assert out.mode == "RGB" and min(out.size) >= 100
+    if name != "none":
+        assert out.tobytes() != artwork(3).tobytes()
