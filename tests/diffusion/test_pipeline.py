@@ -84,3 +84,14 @@ def test_bad_inputs_are_refused(pipe: EaselPipeline, kwargs: dict, message: str)
 def test_not_a_model_directory(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="not an Easel model directory"):
         load_pipeline(tmp_path)
+
+
+def test_pipeline_with_upscaler_saves_loads_and_outputs_256(tmp_path: Path) -> None:
+    from easel.diffusion.tiny import tiny_pipeline
+    from easel.diffusion.upscaler import EaselUpscaler
+
+    path = tmp_path / "with-upscaler"
+    tiny_pipeline(upscaler=EaselUpscaler(channels=4, num_blocks=1)).save_pretrained(str(path))
+    pipe = load_pipeline(path, device="cpu")
+    out = pipe("fox face", seeds=[0], num_inference_steps=2)
+    assert out.upscaled and out.images[0].size == (256, 256)

@@ -232,6 +232,9 @@ def load_pipeline(model_dir: Path | None = None, device: str | None = None) -> E
     if not (path / "model_index.json").exists():
         raise NotFound(f"{path} is not an Easel model directory (no model_index.json)",
                        hint="give a directory written by `easel train base`, or omit --model-dir")
+    # diffusers loads a component class only from a module that is already imported.
+    import easel.diffusion.upscaler  # noqa: F401
+
     try:
         pipe = EaselPipeline.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
