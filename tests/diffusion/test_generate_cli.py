@@ -35,7 +35,8 @@ def test_generate_with_provenance(tiny_model: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     run_cli("generate", "fox face", "--style", "twemoji", "-n", "1", "--seed", "7", "--steps", "2",
             "--model-dir", str(tiny_model), "-o", str(again), env=env, check=True)
-    by_seed = {line.split("seed=")[1]: line.split()[0] for line in proc.stdout.splitlines() if "seed=" in line}
+    by_seed = {line.split("seed=")[1]: line.split()[0]
+               for line in proc.stdout.splitlines() if "seed=" in line}
     a = Image.open(by_seed["7"]).convert("RGB")
     b = Image.open(next(again.glob("*.png"))).convert("RGB")
     diff = sum(abs(x - y) for x, y in zip(a.tobytes(), b.tobytes(), strict=True)) / len(a.tobytes())
