@@ -31,6 +31,15 @@ def test_captions_and_concepts(name: str, caption: str, concept: str) -> None:
     assert concept_for(name) == concept
 
 
+def test_bare_tone_suffixes_need_a_base_sibling() -> None:
+    siblings = {"artist", "artist-dark", "artist-medium-light", "vertical-traffic-light"}
+    assert caption_for("artist-medium-light", siblings) == "artist, medium-light skin tone"
+    assert concept_for("artist-dark", siblings) == "artist"
+    assert caption_for("vertical-traffic-light", siblings) == "vertical traffic light"
+    assert concept_for("vertical-traffic-light", siblings) == "vertical-traffic-light"
+    assert caption_for("artist-dark") == "artist dark"  # no set context: left alone
+
+
 def test_split_is_deterministic_and_by_concept() -> None:
     concepts = [f"concept-{i}" for i in range(2000)]
     first = [split_for(c, seed=0) for c in concepts]

@@ -3,21 +3,39 @@
 ``fox-face`` → "fox face"; ``waving-hand-medium-dark-skin-tone`` → "waving hand, medium-dark
 skin tone". The *concept* of an icon is its name with skin-tone qualifiers removed, so that all
 variants of one emoji fall in the same train/validation/test split.
+
+Fluent Emoji names its tone variants with a bare suffix (``artist-dark``, ``artist-medium-light``);
+such a suffix counts as a skin tone when the set also holds the base name (``artist``), which
+keeps ``vertical-traffic-light`` a traffic light.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 
 _TONE = r"(?:medium-light|medium-dark|light|medium|dark)-skin-tone"
 _TONE_RE = re.compile(rf"-({_TONE})")
+_BARE_TONE_RE = re.compile(r"-(medium-light|medium-dark|light|medium|dark)$")
 
 
-def caption_for(name: str) -> str:
-    """Human caption for an icon name (lower-case words, tone qualifiers after a comma)."""
+def _split_tones(name: str, siblings: Collection[str] | None) -> tuple[str, list[str]]:
     tones = [m.group(1) for m in _TONE_RE.finditer(name)]
     base = _TONE_RE.sub("", name)
+    bare = _BARE_TONE_RE.search(base)
+    if bare and siblings is not None and _BARE_TONE_RE.sub("", base) in siblings:
+        tones.append(bare.group(1) + "-skin-tone")
+        base = _BARE_TONE_RE.sub("", base)
+    return base, tones
+
+
+def caption_for(name: str, siblings: Collection[str] | None = None) -> str:
+    """Human caption for an icon name (lower-case words, tone qualifiers after a comma).
+
+    ``siblings``: the other names in the icon's set (to recognise bare tone suffixes).
+    """
+    base, tones = _split_tones(name, siblings)
     words = base.replace("_", " ").replace("-", " ").strip()
     words = re.sub(r"\s+", " ", words)
     if not tones:
@@ -27,9 +45,9 @@ def caption_for(name: str) -> str:
     return f"{words}, {tone_text}"
 
 
-def concept_for(name: str) -> str:
+def concept_for(name: str, siblings: Collection[str] | None = None) -> str:
     """The concept key an icon belongs to (its name without skin-tone qualifiers)."""
-    return _TONE_RE.sub("", name)
+    return _split_tones(name, siblings)[0]
 
 
 def split_for(concept: str, seed: int, val_fraction: float = 0.05,

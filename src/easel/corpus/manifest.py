@@ -164,6 +164,7 @@ def build_corpus(
         default_w = icons_json.get("width", 16)
         default_h = icons_json.get("height", 16)
         lic = info.get("license", {})
+        siblings = set(icons_json.get("icons", {}))
         for name, icon in sorted(icons_json.get("icons", {}).items()):
             item_id = f"{icon_set.set_id}:{name}"
             if allowed is not None and item_id not in allowed:
@@ -171,8 +172,8 @@ def build_corpus(
             if not isinstance(icon, dict) or "body" not in icon:
                 raise BadInput(f"{item_id}: icon entry has no SVG body")
             svg = icon_svg(icon, default_w, default_h)
-            caption = caption_for(name)
-            concept = concept_for(name)
+            caption = caption_for(name, siblings)
+            concept = concept_for(name, siblings)
             rel = f"images/{icon_set.set_id}/{name}.png"
             rows[item_id] = {
                 "item_id": item_id,
