@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from easel.audit.encoder import COPY_KIND, STYLE_KIND, DescriptorEncoder, describe
 from easel.audit.index import descriptor_index
-from easel.audit.thresholds import VERDICTS, verdict
+from easel.audit.thresholds import PDQ_COPY_DISTANCE, VERDICTS, verdict
 from easel.errors import BadInput, NotFound
 from easel.registry.models import Artist, Work, WorkDescriptor
 
@@ -151,7 +151,9 @@ class Auditor:
             matches.append(Match(work.id, work.owner_id, work.title, copy_score, style_score, distance,
                                  verdict(copy_score, style_score, distance),
                                  Path(work.stored_path) if work.stored_path else None))
-        matches.sort(key=lambda m: (VERDICTS.index(m.verdict), -m.copy_score, -m.style_score))
+        matches.sort(key=lambda m: (VERDICTS.index(m.verdict),
+                                    m.pdq_distance is None or m.pdq_distance > PDQ_COPY_DISTANCE,
+                                    -m.copy_score, -m.style_score))
         return AuditResult(name, matches[:k])
 
 

@@ -75,10 +75,13 @@ def _check(image: Image.Image, info: GenerationInfo) -> None:
 
 
 def _output_guard(image: Image.Image, info: GenerationInfo, settings: Settings) -> Image.Image:
-    """The plagiarism guard's place (audit issue): compare ``image`` with the registry and
-    raise ``PermissionDenied`` naming the matched work for a near-copy, or return the image
-    (possibly regenerated). Until the audit stage lands it passes every image through."""
-    return image
+    """The plagiarism guard: compare ``image`` with the registry (one copy-descriptor pass and
+    one FAISS search, ``easel.audit.guard.output_guard``) and raise ``PermissionDenied`` naming
+    the matched work for a near-copy, or return the image. Skips, logging why, when there is
+    no encoder or no registered work to compare with."""
+    from easel.audit.guard import output_guard
+
+    return output_guard(image, settings.db_url)
 
 
 def new_generation_id() -> str:

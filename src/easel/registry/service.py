@@ -155,6 +155,9 @@ class Ingestor:
         self.pending_works: dict[int, Work] = {}
         self.added: list[Work] = []
         self._saved: BinaryIndex | None = None
+        from easel.audit.guard import IngestDescriptors  # copy descriptors (audit stage)
+
+        self.descriptors = IngestDescriptors(session, index_folder)
 
     def saved_index(self) -> BinaryIndex:
         """The on-disk index as of this session's start (works added since are in ``pending``)."""
@@ -182,6 +185,7 @@ class Ingestor:
             for hit in hits:
                 if hit.key not in found or hit.distance < found[hit.key][0]:
                     found[hit.key] = (hit.distance, DIHEDRAL_NAMES[hit.query])
+        self.descriptors.check(image.sha256, image.image, fp.dihedral, found)
         if not found:
             return result
         works = {w.pk: w for w in self.session.execute(
@@ -250,6 +254,7 @@ class Ingestor:
             self.pending.add([work.pk], np.frombuffer(fp.pdq, np.uint8))
         self.pending_works[work.pk] = work
         self.added.append(work)
+        self.descriptors.add(work.pk, image.sha256, image.image)
         return work
 
     def _store(self, image: LoadedImage) -> Path:
@@ -269,6 +274,7 @@ class Ingestor:
             # A short session of its own: the ingest session is committed and closed by now.
             with Session(self.session.get_bind()) as session:
                 add_to_pdq_index(session, self.index_folder, self.added)
+            self.descriptors.finish()
         self.pending = BinaryIndex()
         self.pending_works.clear()
         self.added.clear()

@@ -1,0 +1,166 @@
+"""Auditing against a real registry (SQLite): matches, verdicts, evidence, CLI, bad input, guard."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from easel.audit.encoder import has_shipped, load_encoder
+from easel.audit.index import FloatIndex, descriptor_index, forget_cache
+from easel.audit.service import Auditor, describe_works, query_picture
+from easel.errors import BadInput, PermissionDenied
+from easel.registry.service import add_artist, register_work
+from easel.registry.store import index_dir, registry_session
+from tests.audit.conftest import artwork, encode
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def registry(easel_home: Path, tiny_encoder_dir: Path) -> dict[str, object]:
+    """Two artists with three works each, described with the tiny encoder."""
+    url = f"sqlite:///{easel_home / 'easel.db'}"
+    keys = {}
+    with registry_session(url) as session:
+        for artist in ("ann", "bob"):
+            keys[artist] = add_artist(session, artist, artist.title())[1]
+    works = {}
+    for seed in range(6):
+        owner = "ann" if seed < 3 else "bob"
+        work = register_work(url, encode(artwork(seed)), owner, keys[owner], f"work {seed}", "CC-BY-4.0",
+                             store_dir=easel_home / "store")
+        works[seed] = work.id
+    encoder = load_encoder(str(tiny_encoder_dir))
+    with registry_session(url) as session:
+        done, skipped = describe_works(session, encoder, progress=False)
+    forget_cache()
+    return {"url": url, "works": works, "keys": keys, "described": (done, skipped)}
+
+
+def test_float_index_searches_saves_and_loads(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = FloatIndex(8)
+    index.add(list(range(100, 150)), vectors)
+    best = index.search(vectors[7:8], 3)
+    assert best[0].key == 107 and best[0].score == pytest.approx(1.0, abs=1e-5)
+    index.save(tmp_path, "x", {"count": 50, "newest": 1})
+    loaded = FloatIndex.load(tmp_path, "x")
+    assert loaded is not None and loaded[1]["count"] == 50
+    assert loaded[0].search(vectors[7:8], 1)[0].key == 107
+    (tmp_path / "x.keys.npy").write_bytes(b"junk")
+    assert FloatIndex.load(tmp_path, "x") is None
+
+
+def test_the_original_is_found_for_a_flipped_rotated_copy(registry: dict, tiny_encoder_dir: Path) -> None:
+    assert registry["described"] == (6, 0)
+    url = str(registry["url"])
+    copy = ImageOps.mirror(artwork(4)).rotate(90)
+    with registry_session(url) as session:
+        auditor = Auditor(session, index_dir(url), load_encoder(str(tiny_encoder_dir)))
+        result = auditor.audit(copy, "copy.png", k=3)
+        assert result.matches[0].work_id == registry["works"][4]
+        assert result.matches[0].verdict == "copy" and result.matches[0].pdq_distance is not None
+        assert result.matches[0].pdq_distance <= 31
+        assert len(result.matches) <= 3
+        only_ann = auditor.audit(copy, "copy.png", k=10, artist="ann")
+        assert {m.owner_id for m in only_ann.matches} == {"ann"}
+        assert registry["works"][4] not in {m.work_id for m in only_ann.matches}
+
+
+def test_descriptor_index_is_rebuilt_when_its_files_are_stale(registry: dict, tiny_encoder_dir: Path) -> None:
+    url = str(registry["url"])
+    folder = index_dir(url)
+    with registry_session(url) as session:
+        index = descriptor_index(session, folder, "easel-copy-v1", 16)
+        assert len(index) == 6
+    for f in folder.glob("desc-easel-copy-v1.*"):
+        f.unlink()
+    forget_cache()
+    with registry_session(url) as session:
+        assert len(descriptor_index(session, folder, "easel-copy-v1", 16)) == 6
+    assert (folder / "desc-easel-copy-v1.faiss").exists()
+
+
+def test_cli_audits_an_image_and_a_folder(registry: dict, tiny_encoder_dir: Path, tmp_path: Path,
+                                          easel_home: Path) -> None:
+    query = tmp_path / "suspect.png"
+    query.write_bytes(encode(ImageOps.flip(artwork(1))))
+    sheet = tmp_path / "sheet.png"
+    proc = run_cli("audit", str(query), "-k", "2", "--encoder", str(tiny_encoder_dir), "--sheet", str(sheet),
+                   env={"EASEL_HOME": str(easel_home)}, check=True)
+    assert "suspect.png: copy" in proc.stdout and str(registry["works"][1]) in proc.stdout
+    with Image.open(sheet) as im:
+        assert im.width > 3 * 192 and im.height > 192
+    folder = tmp_path / "many"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(encode(artwork(2).rotate(180)))
+    (folder / "b.png").write_bytes(encode(artwork(99)))
+    (folder / "c.gif").write_bytes(encode(artwork(5), "GIF"))
+    out = tmp_path / "out.csv"
+    proc = run_cli("audit", "--folder", str(folder), "--csv", str(out), "--encoder", str(tiny_encoder_dir),
+                   "-k", "2", env={"EASEL_HOME": str(easel_home)}, check=True)
+    assert "3 images audited" in proc.stdout
+    rows = list(csv.DictReader(out.open()))
+    first = {r["image"]: r for r in rows if r["rank"] in ("1", "")}
+    assert first["a.png"]["work_id"] == registry["works"][2] and first["a.png"]["verdict"] == "copy"
+    assert first["c.gif"]["verdict"] == "refused" and "GIF" in first["c.gif"]["error"]
+    bad = run_cli("audit", str(tmp_path / "missing.png"), env={"EASEL_HOME": str(easel_home)})
+    assert bad.returncode == 2 and "is not a file" in bad.stderr
+
+
+def _bytes(image: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_bad_inputs_are_handled_or_refused_clearly() -> None:
+    with pytest.raises(BadInput, match="at least 8 pixels"):
+        query_picture(_bytes(Image.new("RGB", (1, 1)), "PNG"), "dot.png")
+    frames = [artwork(s, 64) for s in range(3)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(BadInput, match="GIF"):
+        query_picture(gif.getvalue(), "anim.gif")
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    grey = query_picture(_bytes(Image.fromarray(ramp), "PNG"), "deep.png")
+    assert grey.mode == "RGB" and (np.asarray(grey) == 255).mean() < 0.05
+    cmyk = query_picture(_bytes(artwork(7, 64).convert("CMYK"), "JPEG"), "print.jpg")
+    assert cmyk.mode == "RGB" and cmyk.size == (64, 64)
+    rgba = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
+    assert np.asarray(query_picture(_bytes(rgba, "PNG"), "clear.png")).min() == 255
+
+
+def test_output_guard_skips_without_a_registry(easel_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from easel.audit.guard import output_guard
+
+    image = artwork(3)
+    assert output_guard(image, f"sqlite:///{easel_home / 'none.db'}") is image
+
+
+@pytest.mark.skipif(not has_shipped(), reason="no shipped descriptor encoder")
+def test_shipped_encoder_refuses_a_cropped_rotated_bordered_copy_of_another_owners_work(
+        easel_home: Path) -> None:
+    from easel.audit.augment import ATTACKS
+    from easel.audit.guard import output_guard
+
+    url = f"sqlite:///{easel_home / 'easel.db'}"
+    with registry_session(url) as session:
+        ann = add_artist(session, "ann", "Ann")[1]
+        bob = add_artist(session, "bob", "Bob")[1]
+    originals = [artwork(s) for s in range(4)]
+    for i, picture in enumerate(originals):
+        register_work(url, encode(picture), "ann", ann, f"a{i}", "CC-BY-4.0")
+    copy = ATTACKS["crop80+rot10+border"](originals[2], random.Random(1))
+    with pytest.raises(PermissionDenied, match="copy descriptor"):
+        register_work(url, encode(copy), "bob", bob, "mine", "CC-BY-4.0")
+    register_work(url, encode(artwork(50)), "bob", bob, "bob's own", "CC-BY-4.0")
+    with pytest.raises(PermissionDenied, match="near-copy"):
+        output_guard(copy, url)
