@@ -1,0 +1,58 @@
+"""The descriptor encoder's model card: ``card.json`` (machine-readable) and ``README.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from easel import __version__
+
+
+def write_card(folder: Path, training: dict[str, Any], report: dict[str, Any] | None,
+               notes: str = "") -> None:
+    """Write ``card.json`` and ``README.md`` into the model ``folder``."""
+    from easel.audit.encoder import DescriptorEncoder
+
+    model = DescriptorEncoder.from_pretrained(str(folder))
+    params = sum(p.numel() for p in model.parameters())
+    card = {"name": "easel-descriptors", "easel_version": __version__, "parameters": params,
+            "config": dict(model.config), "training": training, "evaluation": report, "notes": notes}
+    (folder / "card.json").write_text(json.dumps(card, indent=2, default=str))
+    lines = [
+        "# Easel descriptor encoder",
+        "",
+        f"A compact CNN ({params:,} parameters, {model.config.image_size} px input) with three "
+        "L2-normalised heads: **copy** (instance discrimination under strong augmentation, SSCD-like), "
+        "**style** (supervised contrastive on the icon set, CSD-like) and **content** (aligned with "
+        "the frozen all-MiniLM-L6-v2 caption embeddings, CLIP-like). Used by `easel audit`, the "
+        "registry's ingest check and the generator's output guard.",
+        "",
+        "## Training",
+        "",
+        f"- data: train split of `{training.get('config', {}).get('manifest')}` "
+        f"({training.get('train_items')} icons of sets {', '.join(training.get('sets', []))}); "
+        "the val split calibrates thresholds, the test split is reported",
+        f"- steps: {training.get('steps')} of batch {training.get('config', {}).get('batch_size')} "
+        "(two augmented views each), AdamW, cosine schedule, one CPU thread at low priority",
+        "- command: `easel audit train --steps 400 --minutes 34 --batch-size 96`",
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", "", notes, ""]
+    if report:
+        lines += ["## Evaluation", "", f"`easel audit eval --split {report['split']}` on "
+                  f"{report['icons']} icons ({report['copy_negatives']:,} negative pairs):", "",
+                  "| attack | copy recall@FPR1e-4 | copy µAP | PDQ recall@FPR1e-4 | PDQ µAP |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, r in report["attacks"].items():
+            lines.append(f"| {name} | {r['copy']['recall_at_fpr_1e-4']:.3f} | {r['copy']['uAP']:.3f} | "
+                         f"{r['pdq']['recall_at_fpr_1e-4']:.3f} | {r['pdq']['uAP']:.3f} |")
+        lines += [f"| **mean** | {report['copy_recall_at_fpr_1e-4']:.3f} | {report['copy_uAP']:.3f} | "
+                  f"{report['pdq_recall_at_fpr_1e-4']:.3f} | {report['pdq_uAP']:.3f} |", "",
+                  f"- style: mAP@10 {report['style_mAP@10']:.3f}, recall@1 {report['style_recall@1']:.3f}",
+                  f"- text→image recall@5: {report['text_to_image_recall@5']:.3f} "
+                  f"({report['text_queries']} captions)",
+                  f"- descriptor throughput: {report['descriptor_images_per_s']:.0f} images/s "
+                  "(one thread, shared machine)", ""]
+    (folder / "README.md").write_text("\n".join(lines))
