@@ -100,6 +100,7 @@ def cancel(job_id: str, user: CurrentUser, db: SessionDep, runner: RunnerDep) ->
 async def events(job_id: str, request: Request, user: CurrentUser, db: SessionDep,
                  runner: RunnerDep) -> StreamingResponse:
     found = visible_handle(runner, db, user, job_id)
+    db.close()  # the stream may last minutes: it needs no database connection
 
     async def stream() -> AsyncIterator[str]:
         if not isinstance(found, JobHandle):

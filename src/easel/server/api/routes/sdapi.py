@@ -89,6 +89,7 @@ async def _run(request: Request, user: Any, runner: JobRunner, db: SessionDep, b
     req.include_prompt = bool(options.get("easel_include_prompt", False))
     req.upscale = bool(options.get("easel_upscale", True))
     handle = runner.submit(user, req)
+    db.close()  # give the connection back while waiting: 50 waiting clients must not drain the pool
     while not handle.done_event.is_set():
         await asyncio.sleep(WAIT_POLL_SECONDS)
     if handle.state != "done":
