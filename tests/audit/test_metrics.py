@@ -29,3 +29,12 @@ def test_verdicts_follow_the_thresholds() -> None:
     assert verdict(NEAR_COPY_THRESHOLD, 0.0, 200) == "near-copy"
     assert verdict(0.0, 0.99, None) == "strong style match"
     assert verdict(0.0, 0.0, None) == "none"
+
+
+def test_skin_tone_variants_share_a_variant_key_only_within_a_set() -> None:
+    from easel.audit.evaluate import variant_key
+
+    a = variant_key("openmoji", "people holding hands, medium skin tone and dark skin tone")
+    assert a == variant_key("openmoji", "people holding hands")
+    assert a != variant_key("noto", "people holding hands")
+    assert variant_key("noto", "man guard") != variant_key("noto", "woman guard")

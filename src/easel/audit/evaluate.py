@@ -4,10 +4,11 @@ text-to-image retrieval on a held-out split.
 Copy detection: every icon of the split is a registered reference; each attack of
 ``augment.ATTACKS`` makes one query per icon. A pair (query, reference) is positive when the
 reference is the query's original. Negatives are all other pairs, except references that are
-PDQ matches (≤ 31 bits) of the query's original: skin-tone and colour variants of one drawing,
-which no detector should be blamed for. Reported per attack and pooled: recall at a false-positive
-rate of 1e-4 per pair (one threshold for the whole suite), top-1 accuracy, and µAP (DISC21:
-every query's 10 best references pooled and ranked by score). PDQ scores are minus the least
+variants of the query's original: PDQ matches (≤ 31 bits), and icons of the same set whose
+captions differ only in skin-tone words ("people holding hands, medium skin tone and dark skin
+tone"): one artist's one drawing, recoloured, which no copy detector should be blamed for.
+Reported per attack and pooled: recall at a false-positive rate of 1e-4 per pair (one
+threshold for the whole suite), top-1 accuracy, and µAP (DISC21: every query's 10 best references pooled and ranked by score). PDQ scores are minus the least
 Hamming distance over the query's eight rotations and mirrors, exactly the registry's look-up.
 
 Style: every icon queries the others; relevant = same set; mAP@10 and recall@1, per set.
@@ -30,6 +31,15 @@ from easel.audit.encoder import DescriptorEncoder, describe
 
 FPR_TARGET = 1e-4
 CALIBRATION_FPRS = (1e-3, 1e-4, 1e-5)
+
+
+_TONE_WORDS = {"light", "medium-light", "medium", "medium-dark", "dark", "skin", "tone", "and"}
+
+
+def variant_key(set_id: str, caption: str) -> str:
+    """The drawing an icon is a skin-tone variant of: its set and caption without tone words."""
+    words = caption.replace(",", " ").split()
+    return set_id + ":" + " ".join(w for w in words if w not in _TONE_WORDS)
 
 
 def _bits(hashes: list[bytes]) -> np.ndarray:
@@ -90,7 +100,8 @@ def evaluate(encoder: DescriptorEncoder, manifest: Path, split: str = "test", li
     refs = describe(encoder, pictures)
     ref_copy, ref_style, ref_content = refs.copy.numpy(), refs.style.numpy(), refs.content.numpy()
     ref_bits = _bits([pdq_of_array(prepare(p))[0] for p in pictures])
-    twins = _hamming(ref_bits, ref_bits) <= 31
+    keys = np.array([variant_key(s, c) for s, c in zip(sets, captions, strict=True)])
+    twins = (_hamming(ref_bits, ref_bits) <= 31) | (keys[:, None] == keys[None, :])
     eye = np.eye(n, dtype=bool)
     negative_mask = ~twins & ~eye
     report: dict[str, Any] = {"split": split, "icons": n, "manifest": str(manifest), "attacks": {}}
