@@ -8,8 +8,9 @@ variants of the query's original: PDQ matches (≤ 31 bits), and icons of the sa
 captions differ only in skin-tone words ("people holding hands, medium skin tone and dark skin
 tone"): one artist's one drawing, recoloured, which no copy detector should be blamed for.
 Reported per attack and pooled: recall at a false-positive rate of 1e-4 per pair (one
-threshold for the whole suite), top-1 accuracy, and µAP (DISC21: every query's 10 best references pooled and ranked by score). PDQ scores are minus the least
-Hamming distance over the query's eight rotations and mirrors, exactly the registry's look-up.
+threshold for the whole suite), top-1 accuracy, and µAP (DISC21: every query's 10 best
+references pooled and ranked by score). PDQ scores are minus the least Hamming distance over
+the query's eight rotations and mirrors, exactly the registry's look-up.
 
 Style: every icon queries the others; relevant = same set; mAP@10 and recall@1, per set.
 Text: each distinct caption (MiniLM, frozen) ranks the icons by content descriptor; a hit when
