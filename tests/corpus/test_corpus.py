@@ -186,3 +186,9 @@ def test_cli_fetch_build_show_on_fixture(tmp_path: Path, fixture_packages: dict)
     assert "12 items" in proc.stdout and "dataset id" in proc.stdout
     proc = run_cli("corpus", "show", "--size", "32", env=env, check=True)
     assert "alpha" in proc.stdout and "CC-BY-4.0" in proc.stdout
+
+
+def test_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
+    proc = run_cli("corpus", "show", env={"EASEL_HOME": str(tmp_path), "EASEL_THREADS": "-1"})
+    assert proc.returncode == 1
+    assert "bad setting: EASEL_THREADS" in proc.stderr and "Traceback" not in proc.stderr

@@ -41,6 +41,13 @@ def _root(
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
+    from easel.config import get_settings
+
+    threads = get_settings().threads
+    if threads:  # import torch only when asked, so commands without models stay quick
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _register() -> None:
