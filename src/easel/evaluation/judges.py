@@ -62,10 +62,10 @@ class JudgeTrainConfig:
 
 
 # Defaults for the 64 px seven-set corpus (1 thread; ~150-300 img/s on the shared 2 cores):
-# style: 5 epochs of the ~16k train-split images, classes balanced (fxemoji and emojione have
+# style: 10 epochs of the ~17k train-split images, classes balanced (fxemoji and emojione have
 # 4x fewer icons than openmoji); concept: 12 epochs of ~16k images over ~5,900 names.
 DEFAULT_TRAIN = {
-    "style": JudgeTrainConfig(epochs=5, class_balance=1.0),
+    "style": JudgeTrainConfig(epochs=10, class_balance=1.0),
     "concept": JudgeTrainConfig(epochs=12),
 }
 
