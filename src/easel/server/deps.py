@@ -77,8 +77,16 @@ def _basic(header: str) -> tuple[str, str] | None:
 def identify(request: Request, db: SessionDep) -> Auth | None:
     """The caller if credentials were given and are right; None if none were given.
 
-    Wrong credentials are an error (401), never a silent fall-back to anonymous.
+    Wrong credentials are an error (401), never a silent fall-back to anonymous. The session's
+    connection goes back to the pool once the caller is known (the loaded user stays usable).
     """
+    try:
+        return _identify(request, db)
+    finally:
+        db.commit()
+
+
+def _identify(request: Request, db: Session) -> Auth | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     key = request.headers.get("x-api-key")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from easel.errors import EaselError
@@ -145,8 +146,8 @@ async def works_upload(request: Request, auth: OptionalAuthDep, user: CurrentUse
 
     try:
         name, data = await read_upload(file)
-        work = services.upload_work(settings, user, data, name, title, license_spdx, attribution,
-                                    allow or [], no_ai)
+        work = await run_in_threadpool(services.upload_work, settings, user, data, name, title,
+                                       license_spdx, attribution, allow or [], no_ai)
     except EaselError as exc:
         return _works_page(request, auth, db, status=_status(exc),
                            verdict={"accepted": False, "summary": str(exc)})
@@ -215,7 +216,7 @@ async def audit_post(request: Request, auth: OptionalAuthDep, settings: Settings
         return render(request, "audit.html", auth, status=404, available=False)
     try:
         _name, data = await read_upload(file)
-        result = func(data, settings)
+        result = await run_in_threadpool(func, data, settings)
     except EaselError as exc:
         return render(request, "audit.html", auth, status=_status(exc), available=True, error=str(exc))
     result = result.to_dict() if hasattr(result, "to_dict") else dict(result)
@@ -234,7 +235,7 @@ async def verify_post(request: Request, auth: OptionalAuthDep, settings: Setting
 
     try:
         _name, data = await read_upload(file)
-        result = services.verify_upload(settings, data)
+        result = await run_in_threadpool(services.verify_upload, settings, data)
     except EaselError as exc:
         return render(request, "verify.html", auth, status=_status(exc), error=str(exc))
     return render(request, "verify.html", auth, result=result)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 
 from easel.errors import BadInput, EaselError, PermissionDenied
 from easel.server.api.routes.jobs import decode_b64_image
@@ -88,8 +89,8 @@ async def _run(request: Request, user: Any, runner: JobRunner, db: SessionDep, b
     options = _options(request)
     req.include_prompt = bool(options.get("easel_include_prompt", False))
     req.upscale = bool(options.get("easel_upscale", True))
-    handle = runner.submit(user, req)
-    db.close()  # give the connection back while waiting: 50 waiting clients must not drain the pool
+    db.close()  # hold no connection while submitting or waiting: waiting clients must not drain the pool
+    handle = await run_in_threadpool(runner.submit, user, req)  # database work off the event loop
     while not handle.done_event.is_set():
         await asyncio.sleep(WAIT_POLL_SECONDS)
     if handle.state != "done":
@@ -97,13 +98,19 @@ async def _run(request: Request, user: Any, runner: JobRunner, db: SessionDep, b
         if handle.error_status >= 500:
             raise _Internal(err.message)
         raise err
-    db.expire_all()
-    images = [base64.b64encode(image_path(db, user, gid).read_bytes()).decode() for gid in handle.result]
-    seeds = [req.seed + i for i in range(req.n)] if req.seed is not None else []
-    from easel.provenance.log import by_id
 
-    if not seeds:
-        seeds = [int(r.seed) for gid in handle.result if (r := by_id(db, gid)) and r.seed is not None]
+    def collect() -> tuple[list[str], list[int]]:
+        from easel.provenance.log import by_id
+
+        try:
+            images = [base64.b64encode(image_path(db, user, gid).read_bytes()).decode()
+                      for gid in handle.result]
+            seeds = [int(r.seed) for gid in handle.result if (r := by_id(db, gid)) and r.seed is not None]
+        finally:
+            db.close()
+        return images, seeds
+
+    images, seeds = await run_in_threadpool(collect)
     info = {
         "prompt": body.prompt, "all_prompts": [body.prompt] * req.n, "negative_prompt": body.negative_prompt,
         "all_negative_prompts": [body.negative_prompt] * req.n, "seed": seeds[0] if seeds else -1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
+from fastapi.concurrency import run_in_threadpool
 
 from easel.server.api.routes.works import read_upload
 from easel.server.deps import OptionalAuthDep, SettingsDep
@@ -18,4 +19,4 @@ router = APIRouter(prefix="/api", tags=["provenance"])
 async def verify(auth: OptionalAuthDep, settings: SettingsDep,
                  file: Annotated[UploadFile, File(description="PNG, JPEG or WebP")]) -> VerifyPublic:
     _name, data = await read_upload(file)
-    return VerifyPublic(**verify_upload(settings, data))
+    return VerifyPublic(**await run_in_threadpool(verify_upload, settings, data))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
 
 from easel.server import services
 from easel.server.deps import ArtistUser, CurrentUser, SessionDep, SettingsDep
@@ -35,8 +36,8 @@ async def upload(
     no_ai: Annotated[bool, Form(description="opt this work out of all AI use")] = False,
 ) -> IngestVerdict:
     name, data = await read_upload(file)
-    work = services.upload_work(settings, user, data, name, title, license_spdx, attribution,
-                                allow or [], no_ai)
+    work = await run_in_threadpool(services.upload_work, settings, user, data, name, title, license_spdx,
+                                   attribution, allow or [], no_ai)  # CPU work off the event loop
     db.expire_all()
     consent = services.consent_now(db, [work])
     return IngestVerdict(accepted=True, summary="accepted",
