@@ -9,7 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import easel.registry.models  # noqa: F401  (register the tables on Base.metadata)
+import easel.provenance.log  # noqa: F401  (register the tables on Base.metadata)
+import easel.registry.models  # noqa: F401
 from easel.db import Base
 
 config = context.config
