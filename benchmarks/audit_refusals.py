@@ -55,9 +55,11 @@ def main() -> None:
     q = describe(encoder, attacked).copy.numpy()
     own = (q * ref[idx]).sum(axis=1)
     caught = int((own >= REGISTRY_COPY_THRESHOLD).sum())
+    sweep = {f"{t:.3f}": {"false_refusals": int(((scores >= t) & other).any(axis=1).sum()),
+                          "caught": int((own >= t).sum())} for t in (0.9, 0.93, 0.945, 0.96, 0.979)}
     result = {"registered": len(rows), "test_icons": len(idx), "threshold": REGISTRY_COPY_THRESHOLD,
               "false_refusals": false_refusals, "false_refusal_rate": false_refusals / len(idx),
-              "attacked_copies_caught": caught, "caught_rate": caught / len(idx)}
+              "attacked_copies_caught": caught, "caught_rate": caught / len(idx), "sweep": sweep}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

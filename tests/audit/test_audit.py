@@ -22,8 +22,14 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture
-def registry(easel_home: Path, tiny_encoder_dir: Path) -> dict[str, object]:
-    """Two artists with three works each, described with the tiny encoder."""
+def encoder_dir(tiny_encoder_dir: Path) -> Path | None:
+    """The shipped encoder when there is one (ingest then stores its descriptors), else the tiny one."""
+    return None if has_shipped() else tiny_encoder_dir
+
+
+@pytest.fixture
+def registry(easel_home: Path, encoder_dir: Path | None) -> dict[str, object]:
+    """Two artists with three works each, described at ingest (shipped encoder) or afterwards."""
     url = f"sqlite:///{easel_home / 'easel.db'}"
     keys = {}
     with registry_session(url) as session:
@@ -35,7 +41,7 @@ def registry(easel_home: Path, tiny_encoder_dir: Path) -> dict[str, object]:
         work = register_work(url, encode(artwork(seed)), owner, keys[owner], f"work {seed}", "CC-BY-4.0",
                              store_dir=easel_home / "store")
         works[seed] = work.id
-    encoder = load_encoder(str(tiny_encoder_dir))
+    encoder = load_encoder(str(encoder_dir) if encoder_dir else None)
     with registry_session(url) as session:
         done, skipped = describe_works(session, encoder, progress=False)
     forget_cache()
@@ -58,12 +64,12 @@ def test_float_index_searches_saves_and_loads(tmp_path: Path) -> None:
     assert FloatIndex.load(tmp_path, "x") is None
 
 
-def test_the_original_is_found_for_a_flipped_rotated_copy(registry: dict, tiny_encoder_dir: Path) -> None:
-    assert registry["described"] == (6, 0)
+def test_the_original_is_found_for_a_flipped_rotated_copy(registry: dict, encoder_dir: Path | None) -> None:
+    assert registry["described"] == ((0, 0) if encoder_dir is None else (6, 0))
     url = str(registry["url"])
     copy = ImageOps.mirror(artwork(4)).rotate(90)
     with registry_session(url) as session:
-        auditor = Auditor(session, index_dir(url), load_encoder(str(tiny_encoder_dir)))
+        auditor = Auditor(session, index_dir(url), load_encoder(str(encoder_dir) if encoder_dir else None))
         result = auditor.audit(copy, "copy.png", k=3)
         assert result.matches[0].work_id == registry["works"][4]
         assert result.matches[0].verdict == "copy" and result.matches[0].pdq_distance is not None
@@ -74,26 +80,28 @@ def test_the_original_is_found_for_a_flipped_rotated_copy(registry: dict, tiny_e
         assert registry["works"][4] not in {m.work_id for m in only_ann.matches}
 
 
-def test_descriptor_index_is_rebuilt_when_its_files_are_stale(registry: dict, tiny_encoder_dir: Path) -> None:
+def test_descriptor_index_is_rebuilt_when_its_files_are_stale(registry: dict) -> None:
     url = str(registry["url"])
     folder = index_dir(url)
     with registry_session(url) as session:
         index = descriptor_index(session, folder, "easel-copy-v1", 16)
         assert len(index) == 6
+        dim = index.dim
     for f in folder.glob("desc-easel-copy-v1.*"):
         f.unlink()
     forget_cache()
     with registry_session(url) as session:
-        assert len(descriptor_index(session, folder, "easel-copy-v1", 16)) == 6
+        assert len(descriptor_index(session, folder, "easel-copy-v1", dim)) == 6
     assert (folder / "desc-easel-copy-v1.faiss").exists()
 
 
-def test_cli_audits_an_image_and_a_folder(registry: dict, tiny_encoder_dir: Path, tmp_path: Path,
+def test_cli_audits_an_image_and_a_folder(registry: dict, encoder_dir: Path | None, tmp_path: Path,
                                           easel_home: Path) -> None:
+    chosen = ["--encoder", str(encoder_dir)] if encoder_dir else []
     query = tmp_path / "suspect.png"
     query.write_bytes(encode(ImageOps.flip(artwork(1))))
     sheet = tmp_path / "sheet.png"
-    proc = run_cli("audit", str(query), "-k", "2", "--encoder", str(tiny_encoder_dir), "--sheet", str(sheet),
+    proc = run_cli("audit", str(query), "-k", "2", *chosen, "--sheet", str(sheet),
                    env={"EASEL_HOME": str(easel_home)}, check=True)
     assert "suspect.png: copy" in proc.stdout and str(registry["works"][1]) in proc.stdout
     with Image.open(sheet) as im:
@@ -104,7 +112,7 @@ def test_cli_audits_an_image_and_a_folder(registry: dict, tiny_encoder_dir: Path
     (folder / "b.png").write_bytes(encode(artwork(99)))
     (folder / "c.gif").write_bytes(encode(artwork(5), "GIF"))
     out = tmp_path / "out.csv"
-    proc = run_cli("audit", "--folder", str(folder), "--csv", str(out), "--encoder", str(tiny_encoder_dir),
+    proc = run_cli("audit", "--folder", str(folder), "--csv", str(out), *chosen,
                    "-k", "2", env={"EASEL_HOME": str(easel_home)}, check=True)
     assert "3 images audited" in proc.stdout
     rows = list(csv.DictReader(out.open()))

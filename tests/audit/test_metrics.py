@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from easel.audit.evaluate import micro_ap, threshold_at
-from easel.audit.thresholds import NEAR_COPY_THRESHOLD, verdict
+from easel.audit.thresholds import NEAR_COPY_THRESHOLD, STYLE_THRESHOLD, verdict
 
 
 def test_threshold_at_lets_through_at_most_the_rate() -> None:
@@ -27,7 +27,7 @@ def test_micro_ap_is_one_when_every_original_ranks_first_and_lower_otherwise() -
 def test_verdicts_follow_the_thresholds() -> None:
     assert verdict(0.0, 0.0, 0) == "copy"
     assert verdict(NEAR_COPY_THRESHOLD, 0.0, 200) == "near-copy"
-    assert verdict(0.0, 0.99, None) == "strong style match"
+    assert verdict(0.0, STYLE_THRESHOLD, None) == "strong style match"
     assert verdict(0.0, 0.0, None) == "none"
 
 
