@@ -147,10 +147,11 @@ def test_pages_render_and_redirect(client) -> None:
         r = client.get(path)
         assert r.status_code == 200, path
         assert "hugo" in r.text
-    from easel.server.api.pages import audit_function
+    from easel.server.services import audit_encoder
 
     audit = client.get("/audit").text
-    assert ('id="audit-form"' in audit) if audit_function() else ("not available yet" in audit)
+    available = audit_encoder(client.app.state) is not None
+    assert ('id="audit-form"' in audit) if available else ("not available yet" in audit)
     # login refuses an off-site "next"
     r = client.post("/login", data={"username": "hugo", "password": "correct horse",
                                     "next": "//evil.example/"}, follow_redirects=False)

@@ -207,3 +207,31 @@ def verify_upload(settings: Settings, data: bytes) -> dict[str, Any]:
     return {k: result.to_dict().get(k) for k in (
         "found", "generation_id", "credentials_state", "credentials_failures", "watermark_id",
         "fingerprint_id", "fingerprint_distance", "exact_file", "provenance", "notes")}
+
+
+def audit_encoder(app_state: Any) -> Any:
+    """The descriptor encoder for the audit page: one set on the app (tests), else the shipped
+    one, else None (the page then says the audit is not available)."""
+    given = getattr(app_state, "audit_encoder", None)
+    if given is not None:
+        return given
+    try:
+        from easel.audit.encoder import has_shipped, load_encoder
+    except ImportError:
+        return None
+    return load_encoder() if has_shipped() else None
+
+
+def audit_upload(settings: Settings, data: bytes, encoder: Any, name: str = "image",
+                 k: int = 10) -> dict[str, Any]:
+    """``easel.audit.service.Auditor.audit`` over an upload: the verdict and the closest works."""
+    from easel.audit.service import Auditor, query_picture
+    from easel.registry.store import index_dir, registry_session
+
+    picture = query_picture(data, name)
+    with registry_session(settings.db_url) as session:
+        result = Auditor(session, index_dir(settings.db_url), encoder).audit(picture, name, k=k)
+    return {"verdict": result.verdict, "matches": [
+        {"work_id": m.work_id, "owner_id": m.owner_id, "title": m.title,
+         "copy_score": round(m.copy_score, 3), "style_score": round(m.style_score, 3),
+         "pdq_distance": m.pdq_distance, "verdict": m.verdict} for m in result.matches]}

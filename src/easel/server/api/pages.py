@@ -182,28 +182,10 @@ def consent_change(request: Request, auth: OptionalAuthDep, user: CurrentUser, d
                   consent=services.consent_now(db, works))
 
 
-def audit_function() -> Any:
-    """``audit_bytes(data, settings)`` from the audit stage, if it provides one (else None).
-
-    The contract the page relies on: it returns an object with ``to_dict()`` (or a dict) holding
-    ``verdict`` and ``matches`` (each with ``work_id``, ``owner_id`` and scores).
-    """
-    import importlib
-
-    for name in ("easel.audit", "easel.audit.audit", "easel.audit.service"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        func = getattr(module, "audit_bytes", None)
-        if callable(func):
-            return func
-    return None
-
-
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, auth: OptionalAuthDep) -> Response:
-    return render(request, "audit.html", auth, available=audit_function() is not None)
+    available = services.audit_encoder(request.app.state) is not None
+    return render(request, "audit.html", auth, available=available)
 
 
 @router.post("/audit", response_class=HTMLResponse)
@@ -211,15 +193,14 @@ async def audit_post(request: Request, auth: OptionalAuthDep, settings: Settings
                      file: Annotated[UploadFile, File()]) -> Response:
     from easel.server.api.routes.works import read_upload
 
-    func = audit_function()
-    if func is None:
+    encoder = services.audit_encoder(request.app.state)
+    if encoder is None:
         return render(request, "audit.html", auth, status=404, available=False)
     try:
-        _name, data = await read_upload(file)
-        result = await run_in_threadpool(func, data, settings)
+        name, data = await read_upload(file)
+        result = await run_in_threadpool(services.audit_upload, settings, data, encoder, name)
     except EaselError as exc:
         return render(request, "audit.html", auth, status=_status(exc), available=True, error=str(exc))
-    result = result.to_dict() if hasattr(result, "to_dict") else dict(result)
     return render(request, "audit.html", auth, available=True, result=result)
 
 
