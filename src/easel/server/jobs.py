@@ -38,8 +38,8 @@ MAX_BATCH_IMAGES = 8
 """Queued text-to-image jobs with the same steps, guidance and upscaling are run as one pipeline
 call of up to this many images. Measured on the tiny pipeline (``easel.diffusion.tiny``, one
 torch thread, 20 steps, guidance 3, busy 2-core machine): ``pipe(["fox face"] * 8, …)`` took
-1.5 s against 3.5-4.5 s for 8 calls of one image; under ``benchmarks/serve_load.py`` (50
-clients) throughput went from 0.5 to 2.1 images/s (BENCHMARKS.md)."""
+1.5 s against 3.5-4.5 s for 8 calls of one image. ``benchmarks/serve_load.py``: 0.5 images/s
+with 10 clients before batching, 2.1 with 50 clients after (not a controlled comparison)."""
 FINISHED_KEPT = 2000
 """Finished jobs kept in memory for progress look-ups; older ones are read from the database."""
 
