@@ -121,6 +121,10 @@ class Auditor:
         if len(copy_index) == 0:
             log.info("no registered work has descriptors yet: nothing to audit against")
             return AuditResult(name)
+        if copy_index.dim != copy_q.shape[1]:
+            raise BadInput(f"the registry's copy descriptors are {copy_index.dim}-d but this encoder "
+                           f"makes {copy_q.shape[1]}-d ones",
+                           hint="audit with the encoder that described the registry (the shipped one)")
         if artist is None:
             pks = {h.key for h in copy_index.search(copy_q, k)}
             pks |= {h.key for h in style_index.search(style_q, k)}
