@@ -10,9 +10,6 @@ exactly as the PDQ index is.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from easel.registry.index import FAISS_THREADS
+from easel.registry.index import FAISS_THREADS, load_index_files, save_index_files
 from easel.registry.models import WorkDescriptor
 
 _cache: dict[tuple[str, str], tuple[tuple[int, int], FloatIndex]] = {}
@@ -82,31 +79,21 @@ class FloatIndex:
         """Write ``<name>.faiss``, ``<name>.keys.npy`` and ``<name>.json`` atomically."""
         import faiss
 
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}-") as tmp:
-            staging = Path(tmp)
-            faiss.write_index(self.index, str(staging / f"{name}.faiss"))
-            np.save(staging / f"{name}.keys.npy", self.keys)
-            (staging / f"{name}.json").write_text(json.dumps({"dim": self.dim, **state}))
-            for suffix in (".faiss", ".keys.npy", ".json"):  # state file last
-                os.replace(staging / f"{name}{suffix}", folder / f"{name}{suffix}")
+        save_index_files(folder, name, lambda path: faiss.write_index(self.index, path),
+                         self.keys, {"dim": self.dim, **state})
 
     @classmethod
     def load(cls, folder: Path, name: str) -> tuple[FloatIndex, dict[str, int]] | None:
         """Read a saved index and its state, or ``None`` if missing or unreadable."""
         import faiss
 
-        try:
-            state = json.loads((folder / f"{name}.json").read_text())
-            index = faiss.read_index(str(folder / f"{name}.faiss"))
-            keys = np.load(folder / f"{name}.keys.npy")
-        except (OSError, ValueError, RuntimeError):
+        loaded = load_index_files(folder, name, faiss.read_index, "dim")
+        if loaded is None:
             return None
-        if index.ntotal != len(keys) or index.d != state.get("dim"):
-            return None
+        index, keys, state = loaded
         out = cls(int(state["dim"]))
         out.index = index
-        out.keys = keys.astype(np.int64)
+        out.keys = keys
         return out, state
 
 

@@ -14,9 +14,10 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -104,33 +105,51 @@ class BinaryIndex:
         """Write ``<name>.faiss``, ``<name>.keys.npy`` and ``<name>.json`` atomically."""
         import faiss
 
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}-") as tmp:
-            staging = Path(tmp)
-            faiss.write_index_binary(self.index, str(staging / f"{name}.faiss"))
-            np.save(staging / f"{name}.keys.npy", self.keys)
-            (staging / f"{name}.json").write_text(json.dumps({"bits": self.bits, **state}))
-            # The state file goes last: a reader that sees it sees matching data files.
-            for suffix in (".faiss", ".keys.npy", ".json"):
-                os.replace(staging / f"{name}{suffix}", folder / f"{name}{suffix}")
+        save_index_files(folder, name, lambda path: faiss.write_index_binary(self.index, path),
+                         self.keys, {"bits": self.bits, **state})
 
     @classmethod
     def load(cls, folder: Path, name: str) -> tuple[BinaryIndex, dict[str, int]] | None:
         """Read a saved index and its state, or ``None`` if missing or unreadable."""
         import faiss
 
-        try:
-            state = json.loads((folder / f"{name}.json").read_text())
-            index = faiss.read_index_binary(str(folder / f"{name}.faiss"))
-            keys = np.load(folder / f"{name}.keys.npy")
-        except (OSError, ValueError, RuntimeError):
+        loaded = load_index_files(folder, name, faiss.read_index_binary, "bits")
+        if loaded is None:
             return None
-        if index.ntotal != len(keys) or index.d != state.get("bits"):
-            return None
+        index, keys, state = loaded
         out = cls(int(state["bits"]))
         out.index = index
-        out.keys = keys.astype(np.int64)
+        out.keys = keys
         return out, state
+
+
+def save_index_files(folder: Path, name: str, write: Callable[[str], None], keys: np.ndarray,
+                     state: dict[str, int]) -> None:
+    """Write a FAISS index (through ``write(path)``), its keys and its state atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}-") as tmp:
+        staging = Path(tmp)
+        write(str(staging / f"{name}.faiss"))
+        np.save(staging / f"{name}.keys.npy", keys)
+        (staging / f"{name}.json").write_text(json.dumps(state))
+        # The state file goes last: a reader that sees it sees matching data files.
+        for suffix in (".faiss", ".keys.npy", ".json"):
+            os.replace(staging / f"{name}{suffix}", folder / f"{name}{suffix}")
+
+
+def load_index_files(folder: Path, name: str, read: Callable[[str], Any],
+                     dim_key: str) -> tuple[Any, np.ndarray, dict[str, int]] | None:
+    """Read what ``save_index_files`` wrote, or ``None`` if missing, unreadable or inconsistent
+    (key count or dimension ``state[dim_key]`` not matching the index)."""
+    try:
+        state = json.loads((folder / f"{name}.json").read_text())
+        index = read(str(folder / f"{name}.faiss"))
+        keys = np.load(folder / f"{name}.keys.npy")
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if index.ntotal != len(keys) or index.d != state.get(dim_key):
+        return None
+    return index, keys.astype(np.int64), state
 
 
 def _db_state(session: Session) -> tuple[int, int]:
