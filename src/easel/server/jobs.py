@@ -146,6 +146,9 @@ class JobHandle:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     done_event: threading.Event = field(default_factory=threading.Event)
     version: int = 0
+    # Every change as (version, snapshot), so the event stream never skips a state however fast
+    # the job runs (at most a few hundred entries: one per sampler step plus the states).
+    history: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def progress(self) -> float:
@@ -304,6 +307,7 @@ class JobRunner:
     # -- the worker --------------------------------------------------------------------
     def _bump(self, handle: JobHandle) -> None:
         handle.version += 1
+        handle.history.append((handle.version, handle.snapshot()))
 
     def _finish(self, handle: JobHandle, state: str, error: str | None = None) -> None:
         from easel.registry.store import registry_session

@@ -106,11 +106,12 @@ async def events(job_id: str, request: Request, user: CurrentUser, db: SessionDe
         if not isinstance(found, JobHandle):
             yield f"event: job\ndata: {job_public_from_row(found).model_dump_json()}\n\n"
             return
-        seen = -1
+        if not found.history:  # nothing has happened yet: say where the job stands
+            yield f"event: job\ndata: {json.dumps(found.snapshot())}\n\n"
+        seen = 0
         while True:
-            if found.version != seen:
-                seen = found.version
-                snap = found.snapshot()
+            for version, snap in [entry for entry in list(found.history) if entry[0] > seen]:
+                seen = version
                 yield f"event: job\ndata: {json.dumps(snap)}\n\n"
                 if snap["state"] in TERMINAL_STATES:
                     return
