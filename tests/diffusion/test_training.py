@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from easel.diffusion.configs import TrainConfig
+from easel.diffusion.configs import AutoencoderTrainConfig, TrainConfig
 from easel.diffusion.data import TrainingSet
 from easel.diffusion.pipeline import load_pipeline
 from easel.diffusion.tiny import tiny_vae
@@ -15,7 +15,9 @@ from easel.diffusion.training import (
     BaseTrainState,
     encode_training_set,
     export_base_model,
+    read_autoencoder_record,
     train_denoiser,
+    write_autoencoder_record,
 )
 
 COLOURS = {"red square": (220, 30, 30), "blue square": (30, 60, 220), "green square": (30, 180, 60)}
@@ -59,8 +61,16 @@ def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     assert resumed.losses[-1] < resumed.losses[0]
 
     out = tmp_path / "model"
-    export_base_model(out, resumed, vae, data, config)
+    vae_dir = tmp_path / "vae"
+    vae.save_pretrained(str(vae_dir))
+    assert read_autoencoder_record(vae_dir) is None
+    write_autoencoder_record(vae_dir, data, 12, 30.0, 21.5, AutoencoderTrainConfig())
+    export_base_model(out, resumed, vae, data, config, autoencoder=read_autoencoder_record(vae_dir))
     card = json.loads((out / "model_card.json").read_text())
+    # The card names the autoencoder's data too, and the model directory keeps its record.
+    assert card["autoencoder"]["dataset_id"] == "d" * 64 and card["training"]["vae_val_psnr"] == 21.5
+    assert "same manifest as the denoiser" in (out / "MODEL_CARD.md").read_text()
+    assert read_autoencoder_record(out / "vae") == card["autoencoder"]
     assert card["dataset_id"] == "d" * 64 and card["training"]["steps"] == 80
     assert card["sources"][0]["license_spdx"] == "CC-BY-4.0"
     assert "Test Artist" in (out / "MODEL_CARD.md").read_text()

@@ -72,7 +72,7 @@ def autoencoder(
     from easel.corpus.sources import HELD_OUT_SET
     from easel.diffusion.configs import AutoencoderTrainConfig
     from easel.diffusion.data import load_training_set
-    from easel.diffusion.training import train_autoencoder
+    from easel.diffusion.training import train_autoencoder, write_autoencoder_record
 
     _threads(threads)
     path = _manifest(manifest)
@@ -80,9 +80,10 @@ def autoencoder(
     data = load_training_set(path, ("train",), (HELD_OUT_SET,))
     val = load_training_set(path, ("val",), (HELD_OUT_SET,), progress=False)
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
-    result = train_autoencoder(data, val.images, ckpt, AutoencoderTrainConfig(minutes=minutes),
-                               device=device)
+    config = AutoencoderTrainConfig(minutes=minutes)
+    result = train_autoencoder(data, val.images, ckpt, config, device=device)
     result.vae.save_pretrained(str(out))
+    write_autoencoder_record(out, data, result.steps, result.seconds, result.val_psnr, config)
     typer.echo(f"autoencoder: {result.steps} steps in {result.seconds / 60:.1f} min, "
                f"validation PSNR {result.val_psnr:.2f} dB → {out}")
 
@@ -115,7 +116,12 @@ def base(
 
     from easel.diffusion.configs import TrainConfig
     from easel.diffusion.data import load_training_set
-    from easel.diffusion.training import encode_training_set, export_base_model, train_denoiser
+    from easel.diffusion.training import (
+        encode_training_set,
+        export_base_model,
+        read_autoencoder_record,
+        train_denoiser,
+    )
     from easel.errors import BadInput
 
     if minutes is None and steps is None:
@@ -133,7 +139,7 @@ def base(
     state = train_denoiser(enc, ckpt, config, minutes=minutes, max_steps=steps, device=device,
                            init_from=init_from)
     export_base_model(out, state, vae_model, data, config, upscaler, consent_events=len(consent),
-                      device=device)
+                      device=device, autoencoder=read_autoencoder_record(vae or init_from / "vae"))
     from easel.db import session_scope
     from easel.diffusion.model_card import read_model_card
     from easel.registry.lineage import record_model

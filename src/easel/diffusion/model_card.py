@@ -64,6 +64,15 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
               f"- wall time: {t['seconds'] / 60:.1f} min, CPU time: {t['cpu_seconds'] / 3600:.2f} CPU-hours",
               f"- device: {t['device']}; easel {card['easel_version']}",
               f"- final training loss (mean of the last 20 steps): {t['final_loss']}"]
+    ae = card.get("autoencoder")
+    if ae:
+        same = "the same manifest as the denoiser" if ae.get("dataset_id") == card["dataset_id"] else (
+            "a different manifest from the denoiser's")
+        lines += ["", "## Autoencoder data", "",
+                  f"- dataset id `{ae['dataset_id']}` ({same}), {ae['items']} items of "
+                  f"{', '.join(ae.get('sets', []))}; {ae.get('consented_items', 0)} with consent-event ids",
+                  f"- {ae['steps']} steps of {ae['config']['batch_size']}, {ae['seconds'] / 60:.1f} min, "
+                  f"validation PSNR {ae['val_psnr']:.2f} dB"]
     for key, title in (("autoencoder_data", "Autoencoder data"), ("history", "Training history")):
         if card.get(key):
             lines += ["", f"## {title}", "", str(card[key])]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import math
 import signal
@@ -140,6 +141,31 @@ def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
         rec = vae.decode(latents).sample
         val_psnr = psnr(rec, val)
     return AutoencoderResult(vae.cpu(), step, seconds, val_psnr)
+
+
+AUTOENCODER_RECORD = "training.json"
+
+
+def write_autoencoder_record(vae_dir: Path, data: TrainingSet, steps: int, seconds: float,
+                             val_psnr: float, config: AutoencoderTrainConfig) -> dict[str, Any]:
+    """Write ``<vae_dir>/training.json``: which data the autoencoder learned from, and how well.
+
+    ``easel train base`` copies this record into the model card, so that the card names the
+    autoencoder's training data as well as the denoiser's.
+    """
+    record = {"dataset_id": data.dataset_id, "manifest": str(data.manifest_path),
+              "items": len(data.item_ids), "sets": sorted({r["set_id"] for r in data.rows}),
+              "consented_items": sum(1 for r in data.rows if r.get("consent_event_id")),
+              "steps": steps, "seconds": round(seconds, 1), "val_psnr": round(val_psnr, 3),
+              "config": config.to_dict()}
+    (vae_dir / AUTOENCODER_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def read_autoencoder_record(vae_dir: Path) -> dict[str, Any] | None:
+    """The record ``write_autoencoder_record`` left, or None for an autoencoder without one."""
+    path = vae_dir / AUTOENCODER_RECORD
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -352,6 +378,9 @@ def save_model_dir(out_dir: Path, unet: UNet2DConditionModel, vae: AutoencoderKL
         for extra in ("README.md", "training.json"):
             if upscaler_dir is not None and (upscaler_dir / extra).exists():
                 shutil.copy2(upscaler_dir / extra, staging / "upscaler" / extra)
+        if card.get("autoencoder"):  # so that `--init-from` this directory finds it again
+            record = json.dumps(card["autoencoder"], indent=2) + "\n"
+            (staging / "vae" / AUTOENCODER_RECORD).write_text(record)
         write_model_card(staging, card)
         old = Path(tmp) / "old"
         if out_dir.exists():
@@ -365,11 +394,18 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
                       consent_events: int = 0, device: str | None = None,
                       vae_val_psnr: float | None = None,
                       evaluation: dict[str, Any] | None = None,
-                      extra: dict[str, Any] | None = None) -> Path:
-    """Write the EMA weights as a model directory with its model card."""
+                      extra: dict[str, Any] | None = None,
+                      autoencoder: dict[str, Any] | None = None) -> Path:
+    """Write the EMA weights as a model directory with its model card.
+
+    ``autoencoder``: the autoencoder's training record (``read_autoencoder_record``), which the
+    card repeats so that it names the data of every trained part.
+    """
     from easel.diffusion.model_card import OBJECTIVE_TEXT, sources_from_rows
     from easel.diffusion.pipeline import SHIPPED_MODEL_DIR
 
+    if autoencoder is not None and vae_val_psnr is None:
+        vae_val_psnr = autoencoder.get("val_psnr")
     if upscaler_dir is None and (SHIPPED_MODEL_DIR / "upscaler" / "config.json").exists():
         upscaler_dir = SHIPPED_MODEL_DIR / "upscaler"
     card: dict[str, Any] = {
@@ -397,6 +433,7 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
             "vae_val_psnr": vae_val_psnr,
             "config": config.to_dict(),
         },
+        "autoencoder": autoencoder,
         "evaluation": evaluation or {},
         "limits": "Trained for minutes to hours on 2 CPU cores; outputs are small emoji-like "
                   "pictures. The Streamline set is held out for style personalisation.",
