@@ -82,3 +82,22 @@ def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     fresh = train_denoiser(enc, tmp_path / "other.pt", config, max_steps=85, progress=False, init_from=out)
     assert fresh.step == 85 and fresh.samples == 85 * 8
     assert fresh.losses[:4] == resumed.losses[:4]
+
+
+def test_pooled_only_unet_has_no_attention() -> None:
+    """The ablation switch really removes cross-attention, and the model still takes the prompt."""
+    from diffusers import UNet2DConditionModel
+
+    from easel.diffusion.configs import unet_config
+
+    for cross_attention in (True, False):
+        unet = UNet2DConditionModel(**unet_config(width=32, cross_attention=cross_attention))
+        has_attention = any("attn2" in name for name, _ in unet.named_modules())
+        assert has_attention == cross_attention
+        pooled = torch.randn(1, 384)
+        x = torch.randn(1, 4, 16, 16)
+        kwargs = dict(encoder_hidden_states=torch.randn(1, 28, 384), encoder_attention_mask=torch.ones(1, 28))
+        with torch.no_grad():
+            a = unet(x, torch.tensor([500.0]), class_labels=pooled, **kwargs).sample
+            b = unet(x, torch.tensor([500.0]), class_labels=-pooled, **kwargs).sample
+        assert not torch.allclose(a, b)  # the pooled prompt embedding reaches the output

@@ -31,16 +31,22 @@ def vae_config(latent_channels: int = LATENT_CHANNELS) -> dict[str, Any]:
     )
 
 
-def unet_config(width: int = 64, layers_per_block: int = 1) -> dict[str, Any]:
+def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: bool = True) -> dict[str, Any]:
     """A small ``UNet2DConditionModel`` over 16×16 latents.
 
     Conditioning: MiniLM token embeddings through cross-attention at 8×8 and 4×4, and the
     pooled prompt embedding added to the timestep embedding (``class_embed_type="projection"``).
+    ``cross_attention=False`` keeps only the pooled embedding (an ablation: no attention blocks).
     """
+    if cross_attention:
+        down = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+        up = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+        mid = "UNetMidBlock2DCrossAttn"
+    else:
+        down, up, mid = ("DownBlock2D",) * 3, ("UpBlock2D",) * 3, "UNetMidBlock2D"
     return dict(
         sample_size=LATENT_RESOLUTION, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=down, up_block_types=up, mid_block_type=mid,
         block_out_channels=(width, 2 * width, 2 * width), layers_per_block=layers_per_block,
         cross_attention_dim=EMBED_DIM, attention_head_dim=32, norm_num_groups=32,
         class_embed_type="projection", projection_class_embeddings_input_dim=EMBED_DIM,
@@ -63,6 +69,7 @@ class TrainConfig:
 
     unet_width: int = 64
     unet_layers_per_block: int = 1
+    cross_attention: bool = True  # False: pooled prompt embedding only (ablation)
     batch_size: int = 32
     learning_rate: float = 4e-4
     warmup_steps: int = 200

@@ -266,7 +266,8 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
     """
     dev = pick_device(device)
     torch.manual_seed(config.seed)
-    unet = UNet2DConditionModel(**unet_config(config.unet_width, config.unet_layers_per_block)).to(dev)
+    unet = UNet2DConditionModel(**unet_config(config.unet_width, config.unet_layers_per_block,
+                                              config.cross_attention)).to(dev)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate,
                             weight_decay=config.weight_decay, betas=(0.9, 0.99))
