@@ -65,3 +65,44 @@ def test_eval_model_drives_the_real_pipeline(tiny_judges, tmp_path: Path) -> Non
                                 judges=judges, progress=False, real_baseline=False)
     assert report["n_prompts"] == 3 and report["generated"]["overall"]["n"] == 3
     assert 0.0 <= report["generated"]["overall"]["style_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_eval_record_writes_the_card_and_its_learning_curve(synthetic_manifest: Path, tiny_judges,  # type: ignore[no-untyped-def]
+                                                            tmp_path: Path) -> None:
+    """`--record` puts the figures and a curve point into the card; a re-run replaces, not repeats."""
+    tiny = pytest.importorskip("easel.diffusion.tiny")
+    from easel.diffusion.model_card import read_model_card, write_model_card
+
+    env = _home_with_judges(tiny_judges, tmp_path)
+    model_dir = tiny.save_tiny_pipeline(tmp_path / "model")
+    args = ["eval", "model", "--model", str(model_dir), "--manifest", str(synthetic_manifest), "-n", "3",
+            "--steps", "2", "--record"]
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 2 and "has no model card" in proc.stderr  # refused before any work
+
+    card = {"model_id": "tiny-s7", "dataset_id": "d" * 64, "sources": [], "easel_version": "test",
+            "training": {"items": 3, "held_out_sets": [], "steps": 7, "samples": 56, "seconds": 1.0,
+                         "cpu_seconds": 36.0, "device": "cpu", "final_loss": 0.5, "unet_parameters": 1,
+                         "vae_parameters": 1, "config": {"batch_size": 8}}}
+    write_model_card(model_dir, card)
+    for _ in range(2):
+        proc = run_cli(*args, env=env)
+        assert proc.returncode == 0, proc.stderr
+    saved = read_model_card(model_dir)
+    assert list(saved["evaluation"]) == ["val"] and saved["evaluation"]["val"]["n_prompts"] == 3
+    (point,) = saved["learning_curve"]
+    assert point["steps"] == 7 and point["cpu_hours"] == 0.01 and point["n"] == 3
+    assert 0.0 <= point["style_accuracy"] <= 1.0 and 0.0 <= point["real_style"] <= 1.0
+    assert "## Learning curve" in (model_dir / "MODEL_CARD.md").read_text()
+
+    proc = run_cli("eval", "model", "--reference", "noise", "--record", env=env)
+    assert proc.returncode == 2 and "--record" in proc.stderr
+
+
+def test_learning_curve_carries_only_within_a_run() -> None:
+    from easel.diffusion.model_card import carried_learning_curve
+
+    previous = {"dataset_id": "a", "learning_curve": [{"steps": 10}, {"steps": 30}]}
+    assert carried_learning_curve(previous, "a", 20) == [{"steps": 10}]
+    assert carried_learning_curve(previous, "b", 20) == []  # another dataset: another run

@@ -138,10 +138,15 @@ def base(
     enc = encode_training_set(data, vae_model, ckpt.parent)
     state = train_denoiser(enc, ckpt, config, minutes=minutes, max_steps=steps, device=device,
                            init_from=init_from)
+    from easel.diffusion.model_card import carried_learning_curve, read_model_card
+
+    # Keep the learning curve `easel eval model --record` wrote into earlier exports of this run.
+    previous = read_model_card(out) or (read_model_card(init_from) if init_from else {})
+    curve = carried_learning_curve(previous, data.dataset_id, state.step)
     export_base_model(out, state, vae_model, data, config, upscaler, consent_events=len(consent),
-                      device=device, autoencoder=read_autoencoder_record(vae or init_from / "vae"))
+                      device=device, autoencoder=read_autoencoder_record(vae or init_from / "vae"),
+                      extra={"learning_curve": curve} if curve else None)
     from easel.db import session_scope
-    from easel.diffusion.model_card import read_model_card
     from easel.registry.lineage import record_model
 
     card = read_model_card(out)

@@ -76,10 +76,61 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
     for key, title in (("autoencoder_data", "Autoencoder data"), ("history", "Training history")):
         if card.get(key):
             lines += ["", f"## {title}", "", str(card[key])]
+    curve = card.get("learning_curve") or []
+    if curve:
+        lines += ["", "## Learning curve", "",
+                  "`easel eval model --record` after each export (same prompts and seeds each time):", "",
+                  "| steps | samples | CPU-hours | split | prompts | style acc. | concept top-5 | Fréchet "
+                  "| near-copies | real icons: style / top-5 |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for p in curve:
+            lines.append(f"| {p['steps']} | {p['samples']:,} | {p['cpu_hours']:.2f} | {p['split']} "
+                         f"| {p['n']} | {p['style_accuracy']:.3f} | {p['concept_top5']:.3f} "
+                         f"| {p['frechet']:.1f} "
+                         f"| {p['near_copy_share']:.3f} | {p['real_style']:.3f} / {p['real_top5']:.3f} |")
     if card.get("evaluation"):
         lines += ["", "## Evaluation", "", "```", json.dumps(card["evaluation"], indent=2), "```"]
     lines += ["", "## Limits", "", card.get("limits", ""), ""]
     (model_dir / CARD_MD).write_text("\n".join(lines))
+
+
+EVALUATION_KEYS = ("n_prompts", "settings", "generated", "real_icons", "judges", "memorisation")
+
+
+def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """Put an ``easel eval model`` report into the model card: figures per split + a curve point.
+
+    ``model_id`` is the id read before evaluating; if the directory now holds another model (a
+    trainer exported over it meanwhile), nothing is written and ``EaselError`` says so.
+    """
+    from easel.errors import EaselError
+
+    card = read_model_card(model_dir)
+    if not card:
+        raise EaselError(f"{model_dir} has no model card to record the evaluation in")
+    if card.get("model_id") != model_id:
+        raise EaselError(f"{model_dir} changed during the evaluation (was {model_id}, now "
+                         f"{card.get('model_id')}); nothing recorded",
+                         hint="evaluate a copy of the directory")
+    key = ",".join(report["splits"])
+    card.setdefault("evaluation", {})[key] = {k: report[k] for k in EVALUATION_KEYS if k in report}
+    t, g, real = card["training"], report["generated"]["overall"], report["real_icons"]["overall"]
+    point = {"steps": t["steps"], "samples": t["samples"], "cpu_hours": round(t["cpu_seconds"] / 3600, 3),
+             "split": key, "n": report["n_prompts"], "style_accuracy": g["style_accuracy"],
+             "concept_top1": g["concept_top1"], "concept_top5": g["concept_top5"], "frechet": g["frechet"],
+             "near_copy_share": g["near_copy_share"], "real_style": real["style_accuracy"],
+             "real_top5": real["concept_top5"]}
+    curve = [p for p in card.get("learning_curve", []) if (p["steps"], p["split"]) != (point["steps"], key)]
+    card["learning_curve"] = sorted(curve + [point], key=lambda p: (p["steps"], p["split"]))
+    write_model_card(model_dir, card)
+    return point
+
+
+def carried_learning_curve(previous: dict[str, Any], dataset_id: str, step: int) -> list[dict[str, Any]]:
+    """The curve points of an earlier export of the same run (same data, no later step)."""
+    if previous.get("dataset_id") != dataset_id:
+        return []
+    return [p for p in previous.get("learning_curve", []) if p["steps"] <= step]
 
 
 def read_model_card(model_dir: Path) -> dict[str, Any]:
