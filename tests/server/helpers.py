@@ -45,3 +45,18 @@ def csrf_from_page(html: str) -> str:
     match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
     assert match, "no CSRF token on the page"
     return match.group(1)
+
+
+def form_token(client: Any, path: str) -> str:
+    """Open the log-in or sign-up page (which sets the pre-session cookie); its form's token."""
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    match = re.search(rf'action="{path}"[^>]*>\s*<input type="hidden" name="csrf_token" value="([0-9a-f]+)"',
+                      page.text)
+    assert match, f"no CSRF token in the form of {path}"
+    return match.group(1)
+
+
+def post_form(client: Any, path: str, data: dict[str, Any], **kwargs: Any) -> Any:
+    """Post the log-in or sign-up form as a browser would: with the token of its page."""
+    return client.post(path, data={**data, "csrf_token": form_token(client, path)}, **kwargs)

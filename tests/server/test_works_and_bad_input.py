@@ -9,7 +9,7 @@ from easel.db import session_scope
 from easel.registry.models import ConsentEvent, Work
 from easel.server.models import ApiKey
 from tests.server.conftest import png_bytes
-from tests.server.helpers import api_key, bearer, csrf_from_page, signup
+from tests.server.helpers import api_key, bearer, csrf_from_page, post_form, signup
 
 
 def _counts() -> tuple[int, int]:
@@ -112,7 +112,7 @@ def test_missing_or_wrong_credentials_are_401(client) -> None:
 
 def test_csrf_is_required_for_cookie_sessions(client) -> None:
     signup(client, "gail", role="artist")
-    r = client.post("/login", data={"username": "gail", "password": "correct horse"}, follow_redirects=False)
+    r = post_form(client, "/login", {"username": "gail", "password": "correct horse"}, follow_redirects=False)
     assert r.status_code == 303 and client.cookies.get("easel_session")
     page = client.get("/works")
     assert page.status_code == 200
@@ -140,8 +140,8 @@ def test_csrf_is_required_for_cookie_sessions(client) -> None:
 
 def test_pages_render_and_redirect(client) -> None:
     assert client.get("/generate", follow_redirects=False).headers["location"].startswith("/login")
-    r = client.post("/signup", data={"username": "hugo", "password": "correct horse", "role": "creator"},
-                    follow_redirects=False)
+    r = post_form(client, "/signup", {"username": "hugo", "password": "correct horse", "role": "creator"},
+                  follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/generate"
     for path in ("/generate", "/gallery", "/consent", "/audit", "/verify", "/account"):
         r = client.get(path)
@@ -153,10 +153,10 @@ def test_pages_render_and_redirect(client) -> None:
     available = audit_encoder(client.app.state) is not None
     assert ('id="audit-form"' in audit) if available else ("not available yet" in audit)
     # login refuses an off-site "next"
-    r = client.post("/login", data={"username": "hugo", "password": "correct horse",
-                                    "next": "//evil.example/"}, follow_redirects=False)
+    r = post_form(client, "/login", {"username": "hugo", "password": "correct horse",
+                                     "next": "//evil.example/"}, follow_redirects=False)
     assert r.headers["location"] == "/generate"
-    r = client.post("/signup", data={"username": "hugo", "password": "correct horse", "role": "creator"})
+    r = post_form(client, "/signup", {"username": "hugo", "password": "correct horse", "role": "creator"})
     assert r.status_code == 400 and "taken" in r.text
-    r = client.post("/signup", data={"username": "ivy", "password": "pw", "role": "operator"})
+    r = post_form(client, "/signup", {"username": "ivy", "password": "pw", "role": "operator"})
     assert r.status_code == 400

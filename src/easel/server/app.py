@@ -66,16 +66,19 @@ def wants_json(request: Request) -> bool:
     return request.url.path.startswith(API_PREFIXES)
 
 
-def error_response(request: Request, status: int, message: str, hint: str | None = None) -> Response:
+def error_response(request: Request, status: int, message: str, hint: str | None = None,
+                   retry_after: int | None = None) -> Response:
     """JSON for the API, an HTML page for the studio (401 on a page: go to the login page)."""
     headers: dict[str, str] = {}
     if status == 429:
-        headers["Retry-After"] = "5"
+        headers["Retry-After"] = str(retry_after or 5)
     if wants_json(request):
         if status == 401 and request.url.path.startswith("/sdapi/"):
             headers["WWW-Authenticate"] = 'Basic realm="easel"'
-        return JSONResponse({"error": message, "hint": hint, "status": status}, status_code=status,
-                            headers=headers)
+        body: dict[str, Any] = {"error": message, "hint": hint, "status": status}
+        if status == 429:
+            body["retry_after"] = int(headers["Retry-After"])
+        return JSONResponse(body, status_code=status, headers=headers)
     if status == 401:
         return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
     templates: Jinja2Templates = request.app.state.templates
@@ -134,7 +137,8 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
 
     @app.exception_handler(EaselError)
     async def _easel_error(request: Request, exc: EaselError) -> Response:
-        return error_response(request, status_for(exc), exc.message, exc.hint)
+        return error_response(request, status_for(exc), exc.message, exc.hint,
+                              getattr(exc, "retry_after", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

@@ -87,6 +87,10 @@ def identify(request: Request, db: SessionDep) -> Auth | None:
 
 
 def _identify(request: Request, db: Session) -> Auth | None:
+    from easel.server import ratelimit
+
+    url = request.app.state.settings.db_url
+    address = ratelimit.client_address(request)
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     key = request.headers.get("x-api-key")
@@ -95,24 +99,26 @@ def _identify(request: Request, db: Session) -> Auth | None:
     if key is not None:
         user = accounts.user_for_api_key(db, key)
         if user is None:
-            raise NotAuthenticated("the API key is not valid", hint="create one on the account page "
-                                   "or with POST /api/keys")
+            _raise_key_failure(url, address, NotAuthenticated(
+                "the API key is not valid", hint="create one on the account page or with POST /api/keys"))
+        assert user is not None
         return Auth(user, "api_key")
     if scheme.lower() == "basic":
         pair = _basic(value.strip())
         if pair is None:
             raise NotAuthenticated("the basic auth header is malformed")
         name, secret = pair
-        user = accounts.user_for_api_key(db, secret) if secret.startswith(security.API_KEY_PREFIX) else None
-        if user is not None and user.username != name.strip().lower():
-            user = None
-        if user is None and not secret.startswith(security.API_KEY_PREFIX):
+        wrong = NotAuthenticated("wrong username, password or API key in basic auth")
+        if secret.startswith(security.API_KEY_PREFIX):
+            user = accounts.user_for_api_key(db, secret)
+            if user is None or user.username != name.strip().lower():
+                _raise_key_failure(url, address, wrong)
+        else:  # a password: the log-in limits apply
             try:
-                user = accounts.authenticate_password(db, name, secret)
-            except PermissionDenied:
-                user = None
-        if user is None:
-            raise NotAuthenticated("wrong username, password or API key in basic auth")
+                user = ratelimit.login(url, db, name, secret, address)
+            except PermissionDenied:  # a wrong password (TooManyAttempts passes through: 429)
+                raise wrong from None
+        assert user is not None
         return Auth(user, "basic")
     token = request.cookies.get(security.SESSION_COOKIE)
     if token:
@@ -122,6 +128,14 @@ def _identify(request: Request, db: Session) -> Auth | None:
                 _check_csrf_header(request, token)
             return Auth(user, "cookie", token)
     return None
+
+
+def _raise_key_failure(url: str, address: str, error: EaselError) -> None:
+    """Count a wrong API key; raise 429 if the address is over its limit, else ``error``."""
+    from easel.server import ratelimit
+
+    limited = ratelimit.key_failure(url, address)
+    raise limited if limited is not None else error
 
 
 def _check_csrf_header(request: Request, token: str) -> None:

@@ -4,7 +4,10 @@ Passwords are hashed with argon2-cffi's defaults (argon2id, RFC 9106 low-memory 
 Session tokens and API keys are 32 random bytes: only their sha256 is stored, which is enough
 for secrets of that entropy and lets a request find its row by an indexed look-up. CSRF tokens
 are an HMAC of the session token under the server's session secret, so pages need no extra
-state and a token from one session is useless in another.
+state and a token from one session is useless in another. The log-in and sign-up forms come
+before any session: their token is an HMAC of a random pre-session cookie (a signed
+double-submit cookie), so a cross-site post, which can neither read the cookie nor compute
+the HMAC, is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from easel.config import Settings
 SESSION_COOKIE = "easel_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
+PRE_SESSION_COOKIE = "easel_presession"
+"""The random cookie that the log-in and sign-up forms' CSRF token is bound to."""
 API_KEY_PREFIX = "esk_"
 SESSION_DAYS = 14
 """How long a login lasts."""
@@ -100,3 +105,15 @@ def csrf_ok(secret: bytes, session_token: str, given: str | None) -> bool:
     if not given:
         return False
     return hmac.compare_digest(csrf_token(secret, session_token), given)
+
+
+def pre_session_csrf(secret: bytes, cookie: str) -> str:
+    """The log-in/sign-up form token that belongs to one pre-session cookie."""
+    return hmac.new(secret, b"pre-session:" + cookie.encode(), hashlib.sha256).hexdigest()
+
+
+def pre_session_csrf_ok(secret: bytes, cookie: str | None, given: str | None) -> bool:
+    """Whether ``given`` is the form token of the pre-session ``cookie`` (constant-time)."""
+    if not cookie or not given:
+        return False
+    return hmac.compare_digest(pre_session_csrf(secret, cookie), given)

@@ -52,22 +52,52 @@ def home(request: Request, auth: OptionalAuthDep) -> Response:
     return render(request, "home.html", auth)
 
 
+def _pre_session_page(request: Request, template: str, auth: Auth | None, status: int = 200,
+                      headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    """The log-in or sign-up page: its form carries the token of a pre-session cookie, which is
+    set here (kept if the browser already has one)."""
+    cookie = request.cookies.get(security.PRE_SESSION_COOKIE)
+    if not cookie or len(cookie) > 100:
+        cookie = security.new_token()
+    token = security.pre_session_csrf(request.app.state.secret, cookie)
+    response = render(request, template, auth, status=status, form_csrf=token, **context)
+    response.set_cookie(security.PRE_SESSION_COOKIE, cookie, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _pre_session_ok(request: Request, given: str) -> bool:
+    return security.pre_session_csrf_ok(request.app.state.secret,
+                                        request.cookies.get(security.PRE_SESSION_COOKIE), given)
+
+
+CSRF_FORM_ERROR = "the form has no valid CSRF token (it was not sent from this site's page); " \
+    "nothing was changed — submit the form again"
+
+
 @router.get("/signup", response_class=HTMLResponse)
 def signup_page(request: Request, auth: OptionalAuthDep) -> Response:
-    return render(request, "signup.html", auth)
+    return _pre_session_page(request, "signup.html", auth)
 
 
 @router.post("/signup", response_class=HTMLResponse)
 def signup(request: Request, db: SessionDep, username: Annotated[str, Form(max_length=64)],
            password: Annotated[str, Form(max_length=256)], role: Annotated[str, Form(max_length=16)],
-           display_name: Annotated[str, Form(max_length=200)] = "") -> Response:
+           display_name: Annotated[str, Form(max_length=200)] = "",
+           csrf_token: Annotated[str, Form(max_length=128)] = "") -> Response:
+    if not _pre_session_ok(request, csrf_token):
+        return _pre_session_page(request, "signup.html", None, status=403, error=CSRF_FORM_ERROR,
+                                 username=username)
     try:
         user = accounts.create_user(db, username, password, role, display_name or None)
         token = accounts.start_session(db, user)
         db.commit()
     except EaselError as exc:
         db.rollback()
-        return render(request, "signup.html", None, status=_status(exc), error=str(exc), username=username)
+        return _pre_session_page(request, "signup.html", None, status=_status(exc), error=str(exc),
+                                 username=username)
     response = RedirectResponse("/works" if user.role == "artist" else "/generate", status_code=303)
     set_session_cookie(request, response, token)
     return response
@@ -75,18 +105,27 @@ def signup(request: Request, db: SessionDep, username: Annotated[str, Form(max_l
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, auth: OptionalAuthDep, next: str | None = None) -> Response:
-    return render(request, "login.html", auth, next=_safe_next(next, "/generate"))
+    return _pre_session_page(request, "login.html", auth, next=_safe_next(next, "/generate"))
 
 
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, db: SessionDep, username: Annotated[str, Form(max_length=64)],
           password: Annotated[str, Form(max_length=256)],
-          next: Annotated[str, Form(max_length=300)] = "/generate") -> Response:
+          next: Annotated[str, Form(max_length=300)] = "/generate",
+          csrf_token: Annotated[str, Form(max_length=128)] = "") -> Response:
+    from easel.server import ratelimit
+
+    if not _pre_session_ok(request, csrf_token):
+        return _pre_session_page(request, "login.html", None, status=403, error=CSRF_FORM_ERROR,
+                                 username=username, next=_safe_next(next, "/generate"))
     try:
-        user = accounts.authenticate_password(db, username, password)
+        user = ratelimit.login(request.app.state.settings.db_url, db, username, password,
+                               ratelimit.client_address(request))
     except EaselError as exc:
-        return render(request, "login.html", None, status=_status(exc), error=exc.message,
-                      username=username, next=_safe_next(next, "/generate"))
+        retry = getattr(exc, "retry_after", None)
+        return _pre_session_page(request, "login.html", None, status=_status(exc), error=exc.message,
+                                 headers={"Retry-After": str(retry)} if retry else None,
+                                 username=username, next=_safe_next(next, "/generate"))
     token = accounts.start_session(db, user)
     db.commit()
     response = RedirectResponse(_safe_next(next, "/generate"), status_code=303)

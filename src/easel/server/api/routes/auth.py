@@ -39,9 +39,14 @@ def signup(body: UserCreate, db: SessionDep) -> UserPublic:
 
 
 @router.post("/auth/login", response_model=LoginPublic,
-             summary="Log in; sets the session cookie and returns the CSRF token for it")
+             summary="Log in; sets the session cookie and returns the CSRF token for it",
+             responses={429: {"description": "too many failed log-ins for the account or address "
+                                             "(Retry-After)"}})
 def login(body: LoginBody, request: Request, response: Response, db: SessionDep) -> LoginPublic:
-    user = accounts.authenticate_password(db, body.username, body.password)
+    from easel.server import ratelimit
+
+    user = ratelimit.login(request.app.state.settings.db_url, db, body.username, body.password,
+                           ratelimit.client_address(request))
     token = accounts.start_session(db, user)
     db.commit()
     set_session_cookie(request, response, token)
