@@ -51,7 +51,12 @@ def style_prompt(prompt: str, style: str | None) -> tuple[str, str | None]:
 def generate(
     prompt: str = typer.Argument(..., help="What to draw, e.g. \"fox face\"."),
     style: str = typer.Option(None, "--style", "-s", help="A base-model style: twemoji, noto, "
-                              "openmoji, fluent, emojione, fxemoji."),
+                              "openmoji, fluent, emojione, fxemoji; or a personal style "
+                              "artist:ARTIST[/NAME] (see `easel style list`)."),
+    as_user: str = typer.Option(None, "--as", help="Who is generating (an artist id or account "
+                                "name); personal styles check it at every call."),
+    key: str = typer.Option(None, "--key", help="The --as user's API key (default: EASEL_API_KEY, "
+                            "then EASEL_HOME/keys/artists/ID.key)."),
     n: int = typer.Option(4, "-n", help="Number of images."),
     seed: int = typer.Option(None, help="Seed of the first image (image i uses seed+i); "
                              "default: random, recorded with each image."),
@@ -92,7 +97,15 @@ def generate(
         raise BadInput(f"--guidance must be between 0 and 30, got {guidance}")
     if init_image is not None and not 0.0 < strength <= 1.0:
         raise BadInput(f"--strength must be in (0, 1], got {strength}")
-    full_prompt, style_tag = style_prompt(prompt, style)
+    personal = None
+    if style and style.startswith("artist:"):
+        from easel.cli.style import acting_key
+        from easel.style.generation import begin
+
+        if model:
+            raise BadInput("personal styles are adapters on the Easel model; drop --model")
+        personal = begin(style, as_user, acting_key(as_user, key) if as_user else None)
+    full_prompt, style_tag = style_prompt(prompt, None if personal else style)
     init = _open_image(init_image, "--init-image")
     mask_img = _open_image(mask, "--mask")
     if mask_img is not None and init is None:
@@ -122,6 +135,11 @@ def generate(
         path = resolve_model_dir(model_dir)
         pipe = load_pipeline(path)
         card = read_model_card(path)
+        if personal is not None:
+            from easel.style import generation
+
+            generation.apply(pipe, personal, path)
+            full_prompt = generation.styled_prompt(full_prompt, personal)
         output = pipe([full_prompt] * n, seeds=seeds, num_inference_steps=steps,
                       guidance_scale=guidance, image=init, strength=strength, mask_image=mask_img,
                       upscale=not no_upscale)
@@ -130,10 +148,16 @@ def generate(
         dataset_id = card.get("dataset_id")
     gen_seconds = time.perf_counter() - started
     params = dict(params, mode=mode)
+    styled: dict = {"style": style_tag}
+    if personal is not None:
+        from easel.style import generation
+
+        params.update(generation.parameters(personal))
+        styled = generation.publish_fields(personal)
     for image, s in zip(images, seeds, strict=True):
         info = GenerationInfo(prompt=full_prompt, mode=mode, model_id=model_id, dataset_id=dataset_id,
                               seed=s, parameters=dict(params, width=image.width, height=image.height),
-                              style=style_tag, include_prompt=include_prompt, visible_mark=visible_mark)
+                              include_prompt=include_prompt, visible_mark=visible_mark, **styled)
         published = publish_image(image, info, out_dir)
         typer.echo(f"{published.path}  id={published.generation_id}  seed={s}")
     typer.echo(f"{n} image(s) in {gen_seconds:.1f} s with {model_id}")

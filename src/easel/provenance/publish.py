@@ -17,13 +17,18 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from easel import __version__
 from easel.config import Settings, get_settings
 from easel.errors import BadInput, EaselError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,9 @@ class GenerationInfo:
     include_prompt: bool = False  # prompt goes into the C2PA manifest only if True
     visible_mark: bool = False
     allow_training: bool = False  # the cawg.training-mining assertion: notAllowed unless True
+    # Called inside the generation-log transaction with (session, generation id), e.g. to add a
+    # personal style's credit row; raising there publishes nothing.
+    on_log: Callable[[Session, str], None] | None = None
 
 
 @dataclass
@@ -206,6 +214,8 @@ def publish_image(image: Image.Image, info: GenerationInfo, out_dir: Path,
             sha256=sha256, pdq=digest.hex(), pdq_quality=quality, width=image.width, height=image.height,
             path=str(path.resolve()), watermarked=watermarked, signed=True,
             visible_mark=info.visible_mark, manifest_label=manifest_label, easel_version=__version__))
+        if info.on_log is not None:
+            info.on_log(session, generation_id)
         session.flush()
         _write_atomic(path, signed)  # a failed commit after this leaves a file with no row: removed
         try:

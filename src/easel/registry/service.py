@@ -316,8 +316,18 @@ def change_consent(session: Session, actor: Artist, kind: str, purposes: Iterabl
         if kind == "grant" and work.id in policy.opted_out(session, [work]):
             raise PermissionDenied(f"work {work_id} is opted out of AI use",
                                    hint="undo the opt-out first: `easel registry optout --undo`")
-    return append_event(session, kind, artist_id=actor.id, actor_id=actor.id, work_id=work_id,
-                        purposes=chosen, basis="owner")
+    event = append_event(session, kind, artist_id=actor.id, actor_id=actor.id, work_id=work_id,
+                         purposes=chosen, basis="owner")
+    if kind == "revoke" and "train_style" in chosen:
+        _withdraw_styles(session, actor.id)
+    return event
+
+
+def _withdraw_styles(session: Session, artist_id: str) -> None:
+    """Withdraw the artist's personal styles that their consent no longer allows (issue 7)."""
+    from easel.style.service import withdraw_unconsented
+
+    withdraw_unconsented(session, artist_id)
 
 
 def set_optout(session: Session, actor: Artist, work_id: str | None = None,
@@ -325,9 +335,12 @@ def set_optout(session: Session, actor: Artist, work_id: str | None = None,
     """Opt a work (or every work of ``actor``) out of AI use ("No AI training"), or undo it."""
     if work_id is not None:
         _owned(session, actor, work_id)
-    return append_event(session, "optin" if undo else "optout", artist_id=actor.id,
-                        actor_id=actor.id, work_id=work_id, purposes=PURPOSES if not undo else (),
-                        basis="owner")
+    event = append_event(session, "optin" if undo else "optout", artist_id=actor.id,
+                         actor_id=actor.id, work_id=work_id, purposes=PURPOSES if not undo else (),
+                         basis="owner")
+    if not undo:
+        _withdraw_styles(session, actor.id)
+    return event
 
 
 def history(session: Session, work_id: str | None = None,
