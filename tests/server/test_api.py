@@ -106,23 +106,36 @@ def test_cancel_a_running_job(client) -> None:
     assert client.get("/api/me", headers=h).json()["images_last_day"] == 0
 
 
-def test_jobs_left_by_a_stopped_server_are_marked_failed(server_settings) -> None:
+def test_jobs_left_by_a_stopped_server_are_run_by_the_next(server_settings) -> None:
     from fastapi.testclient import TestClient
 
     from easel.server import create_app
+    from easel.server.jobs import GenerationRequest
     from easel.server.models import User
 
     with TestClient(create_app(server_settings)) as c:
         user_id = signup(c, "hank")["id"]
     with session_scope(server_settings.db_url) as session:
         assert session.get(User, user_id) is not None
+        # running when its server (from before servers had ids) stopped; and one with no request
         session.add(Job(id="stale", user_id=user_id, state="running", mode="txt2img", n_images=1,
+                        request=GenerationRequest(prompt="red heart", steps=1, seed=3).public(), result=[]))
+        session.add(Job(id="empty", user_id=user_id, state="running", mode="txt2img", n_images=1,
                         request={}, result=[]))
-    with TestClient(create_app(server_settings)):
-        pass
+    import time
+
+    with TestClient(create_app(server_settings)):  # the next server adopts both
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with session_scope(server_settings.db_url) as session:
+                states = {j: session.get(Job, j).state for j in ("stale", "empty")}  # type: ignore[union-attr]
+            if all(v in ("done", "failed") for v in states.values()):
+                break
+            time.sleep(0.1)
     with session_scope(server_settings.db_url) as session:
-        row = session.get(Job, "stale")
-        assert row is not None and row.state == "failed" and "stopped" in (row.error or "")
+        stale, empty = session.get(Job, "stale"), session.get(Job, "empty")
+        assert stale is not None and stale.state == "done" and len(stale.result) == 1 and stale.attempts == 1
+        assert empty is not None and empty.state == "failed" and "could not resume" in (empty.error or "")
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)

@@ -9,19 +9,33 @@ the generation ids on the job row. Queued text-to-image jobs with equal settings
 pipeline call (up to ``MAX_BATCH_IMAGES`` images), which more than doubles throughput under
 load. Progress and state changes bump ``JobHandle.version``, which the server-sent-events
 route watches.
+
+Several ``easel serve`` processes may share one database. Each runner has a server id (host,
+pid, start time) with a heartbeat row in ``servers``; a job row names the server that owns it.
+A server runs the jobs it was sent (their live progress is in its memory), and a worker claims
+each job atomically before running it (a conditional UPDATE from queued to running by its
+owner), so a job is never started twice. Jobs whose owner is gone (no heartbeat for
+``STALE_AFTER_SECONDS``, or stopped) are put back in the queue with no owner, and any live
+server adopts them (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL; the same conditional
+UPDATE on SQLite, which has one writer at a time); jobs of live servers are never touched. A
+server that stops hands its queued jobs back the same way, so none is lost.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +56,35 @@ torch thread, 20 steps, guidance 3, busy 2-core machine): ``pipe(["fox face"] * 
 with 10 clients before batching, 2.1 with 50 clients after (not a controlled comparison)."""
 FINISHED_KEPT = 2000
 """Finished jobs kept in memory for progress look-ups; older ones are read from the database."""
+HEARTBEAT_SECONDS = 10.0
+"""How often a server writes its heartbeat (one small UPDATE)."""
+STALE_AFTER_SECONDS = 60.0
+"""A server whose heartbeat is older than this is gone and its jobs are requeued: six missed
+beats. A beat is one UPDATE from its own thread, so only a stopped (or frozen) process misses six;
+a pipeline call holding the CPU does not delay it by more than a second or two (the tiny model's
+calls, and torch, release the GIL)."""
+ADOPT_POLL_SECONDS = 2.0
+"""How often a server with an idle worker looks for ownerless queued jobs to adopt."""
+MAX_JOB_ATTEMPTS = 3
+"""A job started this many times whose server died each time fails instead of being requeued,
+so one job that kills its server cannot take down every server in turn."""
+SERVER_ROWS_KEPT = timedelta(days=1)
+"""Rows of servers gone for longer than this are deleted."""
+
+
+def make_server_id() -> str:
+    """This process's server id: host, pid and start time (plus 4 random hex digits, so that
+    two runners in one process differ)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{socket.gethostname()[:120]}:{os.getpid()}:{stamp}:{secrets.token_hex(2)}"
+
+
+def _png(image: Any) -> bytes | None:
+    if image is None:
+        return None
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 class QueueFull(EaselError):
@@ -87,7 +130,23 @@ class GenerationRequest:
         """The request as stored on the job row (no image bytes)."""
         return {"prompt": self.prompt, "style": self.style, "n": self.n, "seed": self.seed,
                 "steps": self.steps, "guidance": self.guidance, "strength": self.strength,
-                "mode": self.mode, "upscale": self.upscale, "include_prompt": self.include_prompt}
+                "mode": self.mode, "upscale": self.upscale, "include_prompt": self.include_prompt,
+                "visible_mark": self.visible_mark}
+
+    @classmethod
+    def from_row(cls, row: Job) -> GenerationRequest:
+        """The request of a stored job (for a server that adopts it), images included."""
+        from PIL import Image
+
+        stored = dict(row.request or {})
+        fields = {k: stored[k] for k in ("prompt", "style", "n", "seed", "steps", "guidance", "strength",
+                                         "upscale", "include_prompt", "visible_mark") if k in stored}
+        req = cls(**fields)
+        if row.init_png is not None:
+            req.init_image = Image.open(io.BytesIO(row.init_png)).convert("RGB")
+        if row.mask_png is not None:
+            req.mask_image = Image.open(io.BytesIO(row.mask_png)).convert("RGB")
+        return req
 
 
 def load_upload(data: bytes, what: str) -> Any:
@@ -169,8 +228,17 @@ PipelineFactory = Callable[[], Any]
 class JobRunner:
     """The worker pool: ``start`` loads the pipelines, ``submit`` queues, ``stop`` drains."""
 
-    def __init__(self, settings: Settings, pipeline_factory: PipelineFactory | None = None) -> None:
+    def __init__(self, settings: Settings, pipeline_factory: PipelineFactory | None = None,
+                 server_id: str | None = None, poll_seconds: float = ADOPT_POLL_SECONDS,
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS,
+                 stale_after_seconds: float = STALE_AFTER_SECONDS) -> None:
         self.settings = settings
+        self.server_id = server_id or make_server_id()
+        self.poll_seconds = poll_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_after = timedelta(seconds=stale_after_seconds)
+        self._stop_event = threading.Event()
+        self._maintainer: threading.Thread | None = None
         self.url = settings.db_url
         self.workers = settings.server_workers
         self.max_queue = settings.server_queue
@@ -202,7 +270,8 @@ class JobRunner:
         return pipe
 
     def start(self) -> None:
-        """Load the pipeline once (copies for extra workers), mark stale jobs, start workers."""
+        """Load the pipeline once (copies for extra workers), register this server, requeue the
+        jobs of servers that are gone, start the workers and the heartbeat."""
         first = self._factory()
         if self._factory == self._load_default:
             from easel.diffusion.text_encoder import get_text_encoder
@@ -211,26 +280,48 @@ class JobRunner:
         self._pipelines = [first] + [copy.deepcopy(first) for _ in range(self.workers - 1)]
         if not self.model_id:
             self.model_id = "easel-model"
-        self._fail_stale_jobs()
+        self._register()
+        self.requeue_orphans()
         for i, pipe in enumerate(self._pipelines):
             thread = threading.Thread(target=self._work, args=(pipe,), name=f"easel-job-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._stop_event.clear()
+        self._maintainer = threading.Thread(target=self._maintain, name="easel-heartbeat", daemon=True)
+        self._maintainer.start()
         self.started = True
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Cancel waiting jobs, let running ones finish their step, join the workers."""
+        """Hand queued jobs back to the shared queue, let running ones finish, join the workers,
+        and mark this server stopped (so its unfinished jobs are requeued at once)."""
+        from sqlalchemy import update
+
+        from easel.registry.store import registry_session
+
+        self._stop_event.set()
+        if self._maintainer is not None:
+            self._maintainer.join(timeout)
+            self._maintainer = None
         with self._cv:
             self._stopping = True
             waiting = list(self._pending)
             self._pending.clear()
             self._cv.notify_all()
+        if waiting:
+            try:
+                with registry_session(self.url) as session:
+                    session.execute(update(Job).where(
+                        Job.id.in_([h.id for h in waiting]), Job.state == "queued",
+                        Job.server_id == self.server_id).values(server_id=None)
+                        .execution_options(synchronize_session=False))
+            except Exception:  # the database is gone too: the heartbeat will lapse instead
+                log.exception("could not hand back %d queued job(s)", len(waiting))
         for handle in waiting:
-            handle.cancel_event.set()
-            self._finish(handle, "cancelled", error="the server stopped")
+            handle.cancel_event.set()  # not run here; another server (or the next start) runs it
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        self._mark_stopped()
         self.started = False
 
     def queued(self) -> int:
@@ -238,15 +329,142 @@ class JobRunner:
         with self._cv:
             return len(self._pending)
 
-    def _fail_stale_jobs(self) -> None:
+    # -- servers and the shared queue ------------------------------------------------
+    def _register(self) -> None:
+        from easel.registry.store import registry_session
+        from easel.server.models import Server
+
+        now = datetime.now(UTC)
+        host, pid = self.server_id.split(":")[0], os.getpid()
+        with registry_session(self.url) as session:
+            row = session.get(Server, self.server_id)
+            if row is None:
+                session.add(Server(id=self.server_id, host=host, pid=pid, started_at=now, heartbeat_at=now))
+            else:
+                row.heartbeat_at, row.stopped_at = now, None
+
+    def _mark_stopped(self) -> None:
         from sqlalchemy import update
 
         from easel.registry.store import registry_session
+        from easel.server.models import Server
 
+        try:
+            with registry_session(self.url) as session:
+                session.execute(update(Server).where(Server.id == self.server_id)
+                                .values(stopped_at=datetime.now(UTC)))
+        except Exception:
+            log.exception("could not mark server %s stopped", self.server_id)
+
+    def heartbeat(self) -> None:
+        """Say this server is alive, and touch the jobs it owns."""
+        from sqlalchemy import update
+
+        from easel.registry.store import registry_session
+        from easel.server.models import Server
+
+        now = datetime.now(UTC)
         with registry_session(self.url) as session:
-            session.execute(update(Job).where(Job.state.in_(("queued", "running"))).values(
-                state="failed", error="the server stopped before this job finished",
-                finished_at=datetime.now(UTC)))
+            session.execute(update(Server).where(Server.id == self.server_id).values(heartbeat_at=now))
+            session.execute(update(Job).where(Job.server_id == self.server_id,
+                                              Job.state.in_(("queued", "running")))
+                            .values(heartbeat_at=now).execution_options(synchronize_session=False))
+
+    def requeue_orphans(self) -> int:
+        """Put back in the queue (with no owner) the unfinished jobs of servers that are gone;
+        a job already started ``MAX_JOB_ATTEMPTS`` times fails instead. Jobs of live servers are
+        left alone. Returns how many jobs were requeued or failed."""
+        from sqlalchemy import and_, delete, or_, select, update
+
+        from easel.registry.store import registry_session
+        from easel.server.models import Server
+
+        now = datetime.now(UTC)
+        alive = select(Server.id).where(Server.heartbeat_at >= now - self.stale_after,
+                                        Server.stopped_at.is_(None))
+        orphaned = and_(Job.state.in_(("queued", "running")), or_(
+            and_(Job.server_id.is_(None), Job.state == "running"),  # from before servers had ids
+            and_(Job.server_id.is_not(None), Job.server_id.not_in(alive))))
+        with registry_session(self.url) as session:
+            failed = session.execute(update(Job).where(orphaned, Job.attempts >= MAX_JOB_ATTEMPTS).values(
+                state="failed", server_id=None, finished_at=now,
+                error=f"the job's server stopped while running it {MAX_JOB_ATTEMPTS} times")
+                .execution_options(synchronize_session=False))
+            moved = session.execute(update(Job).where(orphaned).values(
+                state="queued", server_id=None, started_at=None, heartbeat_at=None)
+                .execution_options(synchronize_session=False))
+            session.execute(delete(Server).where(Server.heartbeat_at < now - SERVER_ROWS_KEPT))
+            count = int(getattr(failed, "rowcount", 0) or 0) + int(getattr(moved, "rowcount", 0) or 0)
+        if count:
+            log.info("server %s requeued or failed %d job(s) of servers that are gone", self.server_id, count)
+        return count
+
+    def adopt(self) -> int:
+        """Claim ownerless queued jobs for idle workers (oldest first); returns how many.
+
+        On PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED``, so servers
+        adopting at the same moment take different jobs without waiting on each other; the
+        UPDATE's own condition (still queued, still ownerless) makes the claim atomic on SQLite.
+        """
+        from sqlalchemy import select, update
+
+        from easel.registry.store import registry_session
+
+        with self._cv:
+            free = self.workers - len(self._pending)
+            if free <= 0 or self._stopping:
+                return 0
+        now = datetime.now(UTC)
+        with registry_session(self.url) as session:
+            ids = list(session.scalars(select(Job.id).where(Job.state == "queued", Job.server_id.is_(None))
+                                       .order_by(Job.created_at).limit(free)
+                                       .with_for_update(skip_locked=True)))
+            if not ids:
+                return 0
+            won = []
+            for job_id in ids:  # each claim is one conditional UPDATE: only the winner sees a row
+                result = session.execute(update(Job).where(
+                    Job.id == job_id, Job.state == "queued", Job.server_id.is_(None))
+                    .values(server_id=self.server_id, heartbeat_at=now)
+                    .execution_options(synchronize_session=False))
+                if getattr(result, "rowcount", 0) == 1:
+                    won.append(job_id)
+            rows = list(session.scalars(select(Job).where(Job.id.in_(won)).order_by(Job.created_at)))
+            session.expunge_all()
+        handles = []
+        for row in rows:
+            handle = JobHandle(id=row.id, user_id=row.user_id, request=GenerationRequest(prompt=""),
+                               created=row.created_at.timestamp())
+            try:
+                handle.request = check_request(GenerationRequest.from_row(row))
+            except Exception as exc:  # e.g. a style withdrawn since: the job fails, clearly
+                with self._lock:
+                    self._remember(handle)
+                self._finish(handle, "failed", error=f"could not resume the job: {exc}")
+                continue
+            handles.append(handle)
+        with self._lock:
+            for handle in handles:
+                self._remember(handle)
+        with self._cv:
+            self._pending.extend(handles)
+            self._cv.notify_all()
+        if handles:
+            log.info("server %s adopted %d job(s)", self.server_id, len(handles))
+        return len(handles)
+
+    def _maintain(self) -> None:
+        """The heartbeat thread: beat, requeue orphans, adopt ownerless jobs."""
+        last_beat = 0.0
+        while not self._stop_event.wait(self.poll_seconds if last_beat else 0.0):
+            try:
+                if time.monotonic() - last_beat >= self.heartbeat_seconds:
+                    self.heartbeat()
+                    self.requeue_orphans()
+                    last_beat = time.monotonic()
+                self.adopt()
+            except Exception:  # the database may be briefly away: try again next round
+                log.exception("server %s: heartbeat or adoption failed", self.server_id)
 
     # -- submitting and reading -------------------------------------------------------
     def submit(self, user: User, req: GenerationRequest) -> JobHandle:
@@ -266,7 +484,9 @@ class JobRunner:
                 assert db_user is not None
                 check_quota(session, db_user, req.n, self.settings.server_daily_quota)
                 session.add(Job(id=handle.id, user_id=user.id, state="queued", mode=req.mode,
-                                n_images=req.n, request=req.public(), result=[]))
+                                n_images=req.n, request=req.public(), result=[],
+                                server_id=self.server_id, heartbeat_at=datetime.now(UTC),
+                                init_png=_png(req.init_image), mask_png=_png(req.mask_image)))
             with self._lock:
                 self._remember(handle)
             with self._cv:
@@ -304,6 +524,20 @@ class JobRunner:
                     self._pending.remove(handle)  # frees its place in the queue at once
             self._finish(handle, "cancelled", error="cancelled")
 
+    def cancel_stored(self, job_id: str) -> bool:
+        """Cancel a queued job this server does not hold (queued on another server, or ownerless):
+        its owner's claim then fails and it never runs. Running jobs on other servers cannot be
+        stopped from here. Returns whether it was cancelled."""
+        from sqlalchemy import update
+
+        from easel.registry.store import registry_session
+
+        with registry_session(self.url) as session:
+            result = session.execute(update(Job).where(Job.id == job_id, Job.state == "queued").values(
+                state="cancelled", error="cancelled", finished_at=datetime.now(UTC))
+                .execution_options(synchronize_session=False))
+            return getattr(result, "rowcount", 0) == 1
+
     # -- the worker --------------------------------------------------------------------
     def _bump(self, handle: JobHandle) -> None:
         handle.version += 1
@@ -317,11 +551,12 @@ class JobRunner:
                 return
             handle.state = state
             handle.error = error
-        with registry_session(self.url) as session:
-            row = session.get(Job, handle.id)
-            if row is not None:
-                row.state, row.error, row.result = state, error, list(handle.result)
-                row.finished_at = datetime.now(UTC)
+        from sqlalchemy import update
+
+        with registry_session(self.url) as session:  # only while this server still owns the job
+            session.execute(update(Job).where(Job.id == handle.id, Job.server_id == self.server_id).values(
+                state=state, error=error, result=list(handle.result), finished_at=datetime.now(UTC))
+                .execution_options(synchronize_session=False))
         self._bump(handle)
         handle.done_event.set()
 
@@ -369,23 +604,53 @@ class JobRunner:
                     handle.error_status = 500
                     self._finish(handle, "failed", error=f"internal error: {type(exc).__name__}")
 
-    def _run(self, pipe: Any, batch: list[JobHandle]) -> None:
-        """One pipeline call for the batch's images, then each job's images through the door."""
-        import secrets
+    def _claim(self, batch: list[JobHandle]) -> list[JobHandle]:
+        """Mark the batch's jobs running, each only if it is still queued and still ours (one
+        conditional UPDATE per job: atomic on SQLite and PostgreSQL alike). Returns the claimed
+        ones; a job lost meanwhile (cancelled from another server, or requeued because this
+        server's heartbeat lapsed) ends here, locally, with the state the database has."""
+        from sqlalchemy import select, update
 
-        from easel.provenance.publish import GenerationInfo, publish_image
         from easel.registry.store import registry_session
 
         now = datetime.now(UTC)
+        claimed: list[JobHandle] = []
+        with registry_session(self.url) as session:
+            for handle in batch:
+                result = session.execute(update(Job).where(
+                    Job.id == handle.id, Job.state == "queued", Job.server_id == self.server_id).values(
+                    state="running", started_at=now, heartbeat_at=now, attempts=Job.attempts + 1)
+                    .execution_options(synchronize_session=False))
+                if getattr(result, "rowcount", 0) == 1:
+                    claimed.append(handle)
+            lost = [h for h in batch if h not in claimed]
+            states = {row[0]: row[1] for row in session.execute(select(Job.id, Job.state).where(
+                Job.id.in_([h.id for h in lost])))} if lost else {}
+        for handle in lost:
+            state = states.get(handle.id)
+            with self._lock:
+                if handle.state in TERMINAL_STATES:
+                    continue
+                if state in TERMINAL_STATES:
+                    handle.state, handle.error = str(state), "cancelled" if state == "cancelled" else None
+                else:
+                    handle.state = "failed"
+                    handle.error = f"another server took this job over; see GET /api/jobs/{handle.id}"
+            self._bump(handle)
+            handle.done_event.set()
+        return claimed
+
+    def _run(self, pipe: Any, batch: list[JobHandle]) -> None:
+        """One pipeline call for the batch's images, then each job's images through the door."""
+        from easel.provenance.publish import GenerationInfo, publish_image
+
+        batch = self._claim(batch)
+        if not batch:
+            return
         with self._lock:
             for handle in batch:
                 if handle.state == "queued":  # not cancelled in the meantime
                     handle.state = "running"
-        with registry_session(self.url) as session:
-            for handle in batch:
-                row = session.get(Job, handle.id)
-                if row is not None:
-                    row.state, row.started_at = "running", now
         for handle in batch:
             self._bump(handle)
 

@@ -88,8 +88,10 @@ def get_job(job_id: str, user: CurrentUser, db: SessionDep, runner: RunnerDep) -
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, summary="Cancel a queued or running job")
 def cancel(job_id: str, user: CurrentUser, db: SessionDep, runner: RunnerDep) -> JobPublic:
     found = visible_handle(runner, db, user, job_id)
-    if not isinstance(found, JobHandle):
-        return job_public_from_row(found)  # long finished: nothing to cancel
+    if not isinstance(found, JobHandle):  # long finished, or held by another server
+        if found.state == "queued" and runner.cancel_stored(found.id):
+            db.refresh(found)
+        return job_public_from_row(found)
     runner.cancel(found)
     return JobPublic(**found.snapshot())
 
