@@ -114,6 +114,7 @@ class GenerationRequest:
     # filled by ``check``
     full_prompt: str = ""
     style_tag: str | None = None
+    personal: Any = None  # easel.style.service.StyleUse for a personal style ("artist:A[/name]")
 
     @property
     def mode(self) -> str:
@@ -122,8 +123,8 @@ class GenerationRequest:
 
     def batch_key(self) -> tuple[Any, ...] | None:
         """Requests with equal keys may share one pipeline call (None: this one runs alone)."""
-        if self.mode != "txt2img":
-            return None
+        if self.mode != "txt2img" or is_personal(self.style):
+            return None  # a personal style loads its adapter onto a copy of the pipeline: alone
         return (self.steps, float(self.guidance), self.upscale)
 
     def public(self) -> dict[str, Any]:
@@ -149,6 +150,11 @@ class GenerationRequest:
         return req
 
 
+def is_personal(style: str | None) -> bool:
+    """Whether ``style`` names a personal style (``artist:A`` or ``artist:A/name``)."""
+    return bool(style) and str(style).startswith("artist:")
+
+
 def load_upload(data: bytes, what: str) -> Any:
     """Validate an uploaded init or mask image; ``BadInput`` naming the field if it is bad."""
     from easel.registry.validate import load_image
@@ -159,8 +165,14 @@ def load_upload(data: bytes, what: str) -> Any:
         raise BadInput(f"{what}: {exc.message}", hint=exc.hint) from exc
 
 
-def check_request(req: GenerationRequest) -> GenerationRequest:
-    """Raise ``BadInput`` naming the field that is wrong; fill in the styled prompt."""
+def check_request(req: GenerationRequest, user_name: str | None = None, url: str | None = None,
+                  base_unet_sha256: str | None = None) -> GenerationRequest:
+    """Raise ``BadInput`` naming the field that is wrong; fill in the styled prompt.
+
+    A personal style is checked with ``easel.style.service.check_use`` as ``user_name`` (its
+    visibility, withdrawal and the consent of every work it learned from: ``PermissionDenied``
+    or ``NotFound`` if it may not be used), and against the server's base model when
+    ``base_unet_sha256`` is given."""
     from easel.cli.generate import style_prompt
     from easel.diffusion.text_encoder import MAX_PROMPT_CHARS
 
@@ -184,6 +196,19 @@ def check_request(req: GenerationRequest) -> GenerationRequest:
         if req.mask_image.size != req.init_image.size:
             raise BadInput(f"mask: size {req.mask_image.size} differs from the init image's "
                            f"{req.init_image.size}")
+    if is_personal(req.style):
+        from easel.registry.store import registry_session
+        from easel.style.generation import styled_prompt
+        from easel.style.service import check_use
+
+        with registry_session(url) as session:
+            req.personal = check_use(session, str(req.style), user_name)
+        if base_unet_sha256 is not None and req.personal.base_model_sha256 != base_unet_sha256:
+            raise BadInput(f"style: {req.personal.ref} was trained on another base model "
+                           f"({req.personal.base_model_id}) than this server's",
+                           hint="the artist can retrain it on this server's model")
+        req.full_prompt, req.style_tag = styled_prompt(req.prompt.strip(), req.personal), req.personal.ref
+        return req
     req.full_prompt, req.style_tag = style_prompt(req.prompt.strip(), req.style or None)
     return req
 
@@ -255,6 +280,7 @@ class JobRunner:
         self.dataset_id: str | None = None
         self.model_dir: Path | None = None
         self.started = False
+        self._base_sha: str | None = None
 
     # -- life cycle -----------------------------------------------------------------
     def _load_default(self) -> Any:
@@ -323,6 +349,28 @@ class JobRunner:
         self._threads.clear()
         self._mark_stopped()
         self.started = False
+
+    def base_model_dir(self) -> Path:
+        """The directory of the model the workers generate with."""
+        from easel.diffusion.pipeline import resolve_model_dir
+
+        return self.model_dir or resolve_model_dir(self.settings.model_dir)
+
+    def base_unet_sha256(self) -> str | None:
+        """The sha256 of the base model's UNet weights (what personal styles are bound to), once."""
+        if self._base_sha is None:
+            from easel.style.adapter import base_identity
+
+            try:
+                self._base_sha = base_identity(self.base_model_dir())["unet_sha256"]
+            except EaselError:
+                return None
+        return self._base_sha
+
+    def check(self, req: GenerationRequest, user_name: str) -> GenerationRequest:
+        """``check_request`` for this server: its database and its base model."""
+        sha = self.base_unet_sha256() if is_personal(req.style) else None
+        return check_request(req, user_name, self.url, sha)
 
     def queued(self) -> int:
         """Jobs waiting for a worker."""
@@ -430,13 +478,15 @@ class JobRunner:
                 if getattr(result, "rowcount", 0) == 1:
                     won.append(job_id)
             rows = list(session.scalars(select(Job).where(Job.id.in_(won)).order_by(Job.created_at)))
+            names = {row[0]: row[1] for row in session.execute(
+                select(User.id, User.username).where(User.id.in_({r.user_id for r in rows})))}
             session.expunge_all()
         handles = []
         for row in rows:
             handle = JobHandle(id=row.id, user_id=row.user_id, request=GenerationRequest(prompt=""),
                                created=row.created_at.timestamp())
             try:
-                handle.request = check_request(GenerationRequest.from_row(row))
+                handle.request = self.check(GenerationRequest.from_row(row), names.get(row.user_id, ""))
             except Exception as exc:  # e.g. a style withdrawn since: the job fails, clearly
                 with self._lock:
                     self._remember(handle)
@@ -473,7 +523,7 @@ class JobRunner:
         from easel.registry.store import registry_session
         from easel.server.accounts import check_quota
 
-        check_request(req)
+        self.check(req, user.username)
         handle = JobHandle(id=uuid.uuid4().hex, user_id=user.id, request=req)
         with self._submit_lock:  # quota check and insert together, so a burst cannot overdraw
             if self.queued() >= self.max_queue:
@@ -669,6 +719,16 @@ class JobRunner:
             prompts += [req.full_prompt] * req.n
             seeds += [base_seed + i for i in range(req.n)]
         first = batch[0].request
+        personal = first.personal
+        if personal is not None:  # asked again now (withdrawn meanwhile?), on a copy of the pipeline
+            from easel.registry.store import registry_session
+            from easel.style import generation
+            from easel.style.service import check_use
+
+            with registry_session(self.url) as session:
+                personal = check_use(session, personal.ref, personal.user)
+            pipe = copy.deepcopy(pipe)
+            generation.apply(pipe, personal, self.base_model_dir())
         output = pipe(prompts, seeds=seeds, num_inference_steps=first.steps,
                       guidance_scale=first.guidance, image=first.init_image, strength=first.strength,
                       mask_image=first.mask_image, upscale=first.upscale, callback=on_step)
@@ -683,13 +743,19 @@ class JobRunner:
                 self._finish(handle, "cancelled", error="cancelled")
                 continue
             params = dict(output.parameters, mode=req.mode)
+            styled: dict[str, Any] = {"style": req.style_tag}
+            if personal is not None:  # attribution in the manifest and log, a credit row per image
+                from easel.style import generation
+
+                params.update(generation.parameters(personal))
+                styled = generation.publish_fields(personal)
             try:
                 for image, seed in zip(images, job_seeds, strict=True):
                     info = GenerationInfo(prompt=req.full_prompt, mode=req.mode, model_id=self.model_id,
                                           dataset_id=self.dataset_id, seed=seed,
                                           parameters=dict(params, width=image.width, height=image.height),
-                                          style=req.style_tag, include_prompt=req.include_prompt,
-                                          visible_mark=req.visible_mark)
+                                          include_prompt=req.include_prompt,
+                                          visible_mark=req.visible_mark, **styled)
                     published = publish_image(image, info, out_dir, self.settings)
                     handle.result.append(published.generation_id)
                     self._bump(handle)

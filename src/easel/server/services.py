@@ -235,3 +235,26 @@ def audit_upload(settings: Settings, data: bytes, encoder: Any, name: str = "ima
         {"work_id": m.work_id, "owner_id": m.owner_id, "title": m.title,
          "copy_score": round(m.copy_score, 3), "style_score": round(m.style_score, 3),
          "pdq_distance": m.pdq_distance, "verdict": m.verdict} for m in result.matches]}
+
+
+def usable_personal_styles(session: Session, user: User,
+                           base_unet_sha256: str | None) -> list[dict[str, str]]:
+    """The personal styles ``user`` may generate with on this server, for the style picker:
+    active, admitted by their visibility (``easel.style.service.may_use``), every work they
+    learned from still allowing ``train_style``, and trained on this server's base model.
+    Each as ``{"ref", "label"}``; the same checks run again when a job is queued and run."""
+    from easel.style import service as styles
+
+    out = []
+    for style in styles.list_styles(session):
+        if style.status != "active":
+            continue
+        if not styles.may_use(style, user.username, styles.shares(session, style)):
+            continue
+        if base_unet_sha256 is not None and style.base_model_sha256 != base_unet_sha256:
+            continue
+        if styles.unconsented_items(session, style):
+            continue
+        whose = "yours" if style.artist_id == user.username else f"by {style.artist_id}, credited"
+        out.append({"ref": style.ref, "label": f"{style.ref} ({whose})"})
+    return out

@@ -151,7 +151,9 @@ def generate_page(request: Request, auth: OptionalAuthDep, user: CurrentUser, db
     styles = sorted(v.style_tag.removesuffix(" style") for k, v in SETS_BY_ID.items() if k != HELD_OUT_SET)
     quota = None if user.role == "operator" else (
         user.daily_quota if user.daily_quota is not None else settings.server_daily_quota)
-    return render(request, "generate.html", auth, styles=styles, used=accounts.images_last_day(db, user),
+    personal = services.usable_personal_styles(db, user, request.app.state.runner.base_unet_sha256())
+    return render(request, "generate.html", auth, styles=styles, personal_styles=personal,
+                  used=accounts.images_last_day(db, user),
                   quota=quota, model_id=request.app.state.runner.model_id)
 
 
