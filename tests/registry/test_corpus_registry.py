@@ -82,3 +82,24 @@ def test_icons_are_prepared_in_worker_processes_in_order() -> None:
     assert [p[0] for p in parallel] == [t[0] for t in tasks]
     assert parallel[5][4] is not None and "script" in parallel[5][4]
     assert [p[3].pdq if p[3] else None for p in parallel] == [p[3].pdq if p[3] else None for p in serial]
+
+
+def test_every_trainer_refuses_a_manifest_that_lost_consent(easel_home: Path, fixture_packages: dict) -> None:
+    """`easel train autoencoder|base|upscaler` check the manifest against the registry *now*."""
+    fetch_sources(easel_home / "sources", list(fixture_packages.values()))
+    run_cli("registry", "import-corpus", check=True)
+    for size in ("64", "256"):
+        run_cli("corpus", "build", "--size", size, "--purpose", "train_base", check=True)
+    with registry_session() as session:
+        heart = works_by_source(session, ["alpha:red-heart"])["alpha:red-heart"].id
+    run_cli("registry", "consent", "revoke", heart, "-p", "train_base", "--as", "alpha", check=True)
+
+    out = easel_home / "runs"
+    for args in (["autoencoder", "--out", str(out / "vae"), "--minutes", "0.01"],
+                 ["base", "--vae", str(out / "vae"), "--out", str(out / "model"), "--steps", "1"],
+                 ["upscaler", "--out", str(out / "up"), "--minutes", "0.01"]):
+        proc = run_cli("train", *args)
+        assert proc.returncode != 0, args
+        assert "1 of 6 items" in proc.stderr and "alpha:red-heart" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not out.exists()  # refused before anything was written

@@ -31,31 +31,13 @@ def _threads(threads: int) -> None:
 
 
 def consent_check(manifest: Path, purpose: str = "train_base") -> dict[str, str]:
-    """Every manifest row must be allowed for ``purpose`` now; refuse naming those that are not.
-
-    Returns item id → consent-event id for the record.
-    """
-    from easel.corpus.manifest import load_manifest
-    from easel.db import session_scope
-    from easel.errors import PermissionDenied
-    from easel.registry.policy import disallowed_items
+    """Every manifest row must be allowed for ``purpose`` now; refuse naming those that are not."""
+    from easel.corpus.consented import require_consent
     from easel.registry.store import upgrade
 
-    settings = get_settings()
-    table = load_manifest(manifest)
-    ids = table.column("item_id").to_pylist()
-    upgrade(settings.db_url)
-    with session_scope(settings.db_url) as session:
-        refused = disallowed_items(session, ids, purpose)
-    if refused:
-        first = sorted(refused.items())[:3]
-        listed = "; ".join(f"{k}: {v}" for k, v in first)
-        raise PermissionDenied(
-            f"{len(refused)} of {len(ids)} manifest items are not allowed for {purpose} now ({listed}…)",
-            hint="rebuild the manifest with `easel corpus build --purpose train_base`",
-        )
-    events = table.column("consent_event_id").to_pylist()
-    return {i: e for i, e in zip(ids, events, strict=True) if e}
+    url = get_settings().db_url
+    upgrade(url)
+    return require_consent(manifest, purpose, url)
 
 
 @train_app.command("autoencoder")

@@ -149,10 +149,15 @@ def train_upscaler_cmd(
                         ("--threads", threads)):
         if value <= 0:
             raise BadInput(f"{name} must be positive, got {value}")
+    from easel.cli.train import consent_check
+
     cfg = TrainConfig(batch_size=batch_size, patch=patch, lr=lr, channels=channels, num_blocks=blocks,
                       edge_weight=edge_weight, eval_images=eval_images, threads=threads, seed=seed)
+    low, high = corpus_64 or settings.corpus_dir / "64px", corpus_256 or settings.corpus_dir / "256px"
+    for manifest in (low, high):  # the upscaler is part of the base model: same consent
+        consent_check(manifest)
     result = train_upscaler(
-        corpus_64 or settings.corpus_dir / "64px", corpus_256 or settings.corpus_dir / "256px",
+        low, high,
         out or settings.home / "models" / "upscaler", minutes=minutes,
         checkpoint_dir=checkpoint_dir or settings.home / "checkpoints" / "upscaler",
         resume=resume, device=device, config=cfg)

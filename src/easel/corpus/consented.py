@@ -63,3 +63,25 @@ def disallowed(item_ids: list[str], purpose: str, url: str | None = None) -> dic
 
     with registry_session(url) as session:
         return disallowed_items(session, item_ids, purpose)
+
+
+def require_consent(manifest: Path, purpose: str = "train_base", url: str | None = None) -> dict[str, str]:
+    """Refuse (``PermissionDenied``, naming items) unless every manifest row is allowed for ``purpose`` now.
+
+    Every trainer calls this before it reads an image. Returns item id → consent-event id.
+    """
+    from easel.corpus.manifest import load_manifest
+    from easel.errors import PermissionDenied
+
+    table = load_manifest(manifest)
+    ids = table.column("item_id").to_pylist()
+    refused = disallowed(ids, purpose, url)
+    if refused:
+        listed = "; ".join(f"{k}: {v}" for k, v in sorted(refused.items())[:3])
+        raise PermissionDenied(
+            f"{len(refused)} of {len(ids)} items of {manifest} are not allowed for {purpose} now ({listed}…)",
+            hint=f"rebuild the manifest with `easel corpus build --purpose {purpose}`",
+        )
+    events = table.column("consent_event_id").to_pylist() if "consent_event_id" in table.column_names \
+        else [None] * len(ids)
+    return {i: e for i, e in zip(ids, events, strict=True) if e}
