@@ -98,6 +98,70 @@ class BodyLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
+class _BodyTooLarge(Exception):
+    """Raised from ``receive`` once a body without Content-Length passes the limit."""
+
+
+class StreamLimit:
+    """The same limit for bodies sent without Content-Length (chunked): bytes are counted as
+    the app reads them; past ``MAX_REQUEST_BYTES`` reading stops and the answer is 413, whatever
+    the route was about to say (so nothing reaches the route's storing code)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen = 0
+        exceeded = False
+        started = False
+
+        async def counted() -> Any:
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > MAX_REQUEST_BYTES:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal started
+            if exceeded:
+                if not started:
+                    started = True
+                    await self._refuse(scope, send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except _BodyTooLarge:
+            if not started:
+                started = True
+                await self._refuse(scope, send)
+
+    @staticmethod
+    async def _refuse(scope: Any, send: Any) -> None:
+        import json
+
+        message = f"the request body is larger than {MAX_REQUEST_BYTES // 2**20} MiB"
+        if str(scope.get("path", "")).startswith(API_PREFIXES):
+            body = json.dumps({"error": message, "hint": "send a smaller file", "status": 413}).encode()
+            ctype = b"application/json"
+        else:
+            body = f"<!doctype html><title>413</title><h1>Too large</h1><p>{message}.</p>".encode()
+            ctype = b"text/html; charset=utf-8"
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
     """The web studio and HTTP API over ``settings`` (default: the environment's).
 
@@ -133,6 +197,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.state.settings = settings
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.add_middleware(BodyLimit)
+    app.add_middleware(StreamLimit)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.exception_handler(EaselError)
