@@ -31,7 +31,8 @@ def _chunks(total: int, head: bytes = b"") -> Iterator[bytes]:
         yield b"a" * piece
 
 
-def test_chunked_bodies_past_the_limit_are_413_and_store_nothing(client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunked_bodies_past_the_limit_are_413_and_store_nothing(client,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import easel.server.app as server_app
 
     artist = bearer(api_key(client, "paula", role="artist"))
@@ -48,12 +49,11 @@ def test_chunked_bodies_past_the_limit_are_413_and_store_nothing(client, monkeyp
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"license_spdx\"\r\n\r\nCC-BY-4.0\r\n"
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.png\"\r\n"
             "Content-Type: image/png\r\n\r\n").encode()
-    r = client.post("/api/works", headers={**artist, "Content-Type": f"multipart/form-data; boundary={boundary}"},
-                    content=_chunks(1024 * 1024, head))
+    multipart = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    r = client.post("/api/works", headers={**artist, **multipart}, content=_chunks(1024 * 1024, head))
     assert r.status_code == 413 and r.json()["status"] == 413
     # a page form too (HTML answer)
-    r = client.post("/audit", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-                    content=_chunks(1024 * 1024, head))
+    r = client.post("/audit", headers=multipart, content=_chunks(1024 * 1024, head))
     assert r.status_code == 413 and "Too large" in r.text
     assert (_count(Work), _count(Job)) == (works, jobs)
     # under the limit, a chunked body is read as usual
