@@ -1,8 +1,8 @@
 """The server's tables: users, login sessions, API keys and generation jobs.
 
 They share the registry database (``easel.db.Base``) and are made by the Alembic revisions
-``0003_server`` and ``0004_server_hardening``; keep the two in step. An artist's user row points at their registry
-``Artist`` (works and consent stay in the registry's own tables and services).
+``0003_server`` and ``0004_server_hardening``; keep the two in step. An artist's user row points
+at their registry ``Artist`` (works and consent stay in the registry's own tables and services).
 """
 
 from __future__ import annotations
