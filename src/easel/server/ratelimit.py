@@ -11,8 +11,9 @@ failures are counted per address only to stop a client that hammers the server w
 and a valid key is never refused. The count and the insert are not one transaction, so a burst of
 parallel guesses can pass a limit by the number of requests in flight (a few), not more.
 
-The client address is the socket peer (``request.client.host``); behind a reverse proxy run
-uvicorn with ``--proxy-headers`` and ``--forwarded-allow-ips`` so that it is the real client.
+The client address is ``request.client.host``: the socket peer, or, for connections from the
+addresses uvicorn trusts (``FORWARDED_ALLOW_IPS``, default 127.0.0.1, as ``easel serve`` runs
+it), the client named in ``X-Forwarded-For`` by a reverse proxy on the same host.
 """
 
 from __future__ import annotations
