@@ -198,3 +198,17 @@ def test_delete_and_the_credit_ledger_is_append_only(studio: Studio) -> None:
         with pytest.raises(DatabaseError, match="append-only"), registry_session(studio.url) as session:
             session.execute(text(statement))
     assert _credits(studio, "alice") == 1
+
+
+def test_artist_wide_optout_withdraws_the_style(studio: Studio) -> None:
+    from easel.registry.service import get_artist, set_optout
+    from easel.style.service import check_use
+
+    trained = _train(studio)
+    with registry_session(studio.url) as session:
+        assert check_use(session, "artist:alice", "alice").style_id == trained.style_id
+    with registry_session(studio.url) as session:
+        set_optout(session, get_artist(session, "alice"))  # "No AI training" for all her works
+    assert not trained.adapter_dir.exists()
+    with registry_session(studio.url) as session, pytest.raises(PermissionDenied, match="opted out"):
+        check_use(session, "artist:alice", "alice")
