@@ -52,6 +52,12 @@ class Settings(BaseSettings):
                               description="Jobs that may wait; more are refused with 429.")
     server_daily_quota: int = Field(default=200, ge=0,
                                     description="Images a non-operator user may generate per 24 h.")
+    # Curation (`easel corpus curate`, easel.curation) ---------------------------------
+    curation_safety_threshold: float = Field(
+        default=0.5, gt=0.0, le=1.0,
+        description="NudeNet score (highest over its *_EXPOSED classes) at or above which curation "
+        "drops an item as sexual content. 0.5 is NudeNet's own operating point; measured on 2,000 "
+        "random corpus icons (benchmarks/curate_corpus.py --safety-sample) no icon reached it.")
 
     @field_validator("home", mode="before")
     @classmethod

@@ -117,3 +117,78 @@ def show(
                    f"{by[(set_id, 'test')]:5d}")
     for row in table.slice(0, rows).to_pylist():
         typer.echo(f"  {row['item_id']:40s} {row['caption']!r}")
+
+
+@app.command()
+def curate(
+    manifest: Path = typer.Argument(None, help="Manifest file or build directory; "
+                                    "default: the 64 px build under EASEL_HOME."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder; default: "
+                             "EASEL_HOME/curated/<purpose>-<size>px."),
+    purpose: str = typer.Option("train_base", help="Purpose consent is checked for."),
+    engine: str = typer.Option("local", help="local (in-process, progress bar) or ray (Ray Data)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Join this Ray cluster (host:port "
+                                    "or ray://host:port) instead of starting a local Ray."),
+    ray_cpus: int = typer.Option(0, help="CPUs of a local Ray; 0 means all."),
+    batch_size: int = typer.Option(256, min=1, help="Items per batch (the unit of resume)."),
+    skip: list[str] = typer.Option(None, "--skip-stage", help="Leave out a stage (safety, duplicates, "
+                                   "attribution; repeatable). Consent and integrity always run."),
+    descriptors: bool = typer.Option(True, help="Also match duplicates by the shipped copy descriptor."),
+    at: str = typer.Option(None, help="Consent snapshot time (ISO 8601); default: now."),
+    fresh: bool = typer.Option(False, help="Discard a previous, unfinished run in --out."),
+    record: bool = typer.Option(True, help="Record the kept manifest in the registry as a dataset."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Curate a manifest: consent, integrity, safety, duplicates and attribution per item.
+
+    Writes curated.parquet (every row with its decision and reason), manifest.parquet (the kept
+    rows; its dataset id is printed), datasheet.md and datasheet.png. A killed run resumes where
+    it stopped when run again with the same arguments.
+    """
+    from datetime import datetime
+
+    from easel.corpus.manifest import manifest_dir
+    from easel.curation.run import curate as run_curate
+    from easel.curation.stages import STAGES, CurateConfig
+    from easel.errors import BadInput
+    from easel.registry.policy import check_purpose
+    from easel.registry.store import registry_url
+
+    settings = get_settings()
+    check_purpose(purpose)
+    skipped = set(skip or [])
+    bad = skipped - {"safety", "duplicates", "attribution"}
+    if bad:
+        raise BadInput(f"cannot skip stage(s) {', '.join(sorted(bad))}",
+                       hint="only safety, duplicates and attribution may be skipped")
+    if at is not None:
+        try:
+            datetime.fromisoformat(at)
+        except ValueError:
+            raise BadInput(f"--at {at!r} is not an ISO 8601 time",
+                           hint="e.g. 2026-11-23T20:00:00+00:00") from None
+    source = manifest or manifest_dir(settings.corpus_dir, 64)
+    target = out or settings.home / "curated" / f"{purpose}-{source.name if source.is_dir() else source.stem}"
+    from easel.audit.encoder import has_shipped
+
+    config = CurateConfig(db_url=registry_url(), base_dir="", purpose=purpose, consent_at=at or "",
+                          safety_threshold=settings.curation_safety_threshold,
+                          stages=tuple(s for s in STAGES if s not in skipped),
+                          encoder="" if descriptors and has_shipped() else None, batch_size=batch_size)
+    result = run_curate(source, target, config, engine=engine, ray_address=ray_address,
+                        ray_cpus=ray_cpus or None, progress=progress, fresh=fresh)
+    if result.resumed_items:
+        typer.echo(f"resumed: {result.resumed_items} items were already curated")
+    for stage, count in sorted(result.dropped_by_stage.items()):
+        typer.echo(f"dropped {stage:12s} {count:7d}")
+    rate = result.rows / result.seconds if result.seconds else 0.0
+    typer.echo(f"kept {result.kept} of {result.rows} in {result.seconds:.1f} s "
+               f"({rate:.0f} items/s, {engine})")
+    typer.echo(f"curated    {target / 'curated.parquet'}")
+    typer.echo(f"datasheet  {target / 'datasheet.md'}")
+    typer.echo(f"dataset id {result.dataset_id}")
+    if record and "consent" in config.stages and result.kept:
+        from easel.corpus.consented import record_build
+
+        record_build(target / "manifest.parquet", purpose)
+        typer.echo(f"recorded in the registry as a {purpose} dataset")

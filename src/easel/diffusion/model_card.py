@@ -37,6 +37,17 @@ def sources_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(by_set.values())
 
 
+def datasheet_lines(card: dict[str, Any]) -> list[str]:
+    """The card's ``datasheet`` link, or the datasheet that ``easel corpus curate`` wrote beside its
+    manifest; no line when there is none."""
+    sheet = card.get("datasheet")
+    if not sheet and card.get("manifest"):
+        manifest = Path(card["manifest"])
+        beside = (manifest if manifest.is_dir() else manifest.parent) / "datasheet.md"
+        sheet = str(beside) if beside.exists() else None
+    return [f"- datasheet: [{Path(sheet).name}]({sheet})"] if sheet else []
+
+
 def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
     """Write ``model_card.json`` and a readable ``MODEL_CARD.md``."""
     (model_dir / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
@@ -44,7 +55,7 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
     lines += ["## Data", "", f"- dataset id (manifest sha256): `{card['dataset_id']}`",
               f"- items: {card['training']['items']} (split `train`, sets held out: "
               f"{', '.join(card['training']['held_out_sets']) or 'none'})",
-              f"- consent: {card.get('consent', 'not recorded')}", "",
+              f"- consent: {card.get('consent', 'not recorded')}", *datasheet_lines(card), "",
               "| set | rights holder | licence | items | source |", "| --- | --- | --- | --- | --- |"]
     for s in card["sources"]:
         lines.append(f"| {s['set_id']} | {s['rights_holder']} | [{s['license_spdx']}]({s['license_url']}) "
