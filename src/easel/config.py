@@ -54,10 +54,12 @@ class Settings(BaseSettings):
                                     description="Images a non-operator user may generate per 24 h.")
     # Curation (`easel corpus curate`, easel.curation) ---------------------------------
     curation_safety_threshold: float = Field(
-        default=0.5, gt=0.0, le=1.0,
+        default=0.8, gt=0.0, le=1.0,
         description="NudeNet score (highest over its *_EXPOSED classes) at or above which curation "
-        "drops an item as sexual content. 0.5 is NudeNet's own operating point; measured on 2,000 "
-        "random corpus icons (benchmarks/curate_corpus.py --safety-sample) no icon reached it.")
+        "drops an item as sexual content. Measured with `benchmarks/curate_corpus.py --safety-sample "
+        "300` (300 random corpus icons, none sexual): 2 scored at least 0.5 (twemoji upside-down "
+        "face 0.69, noto orange circle 0.63: round shapes read as exposed skin), none 0.7; so 0.8, "
+        "not NudeNet's usual 0.5. Its recall at 0.8 is not measured here (no such test images).")
 
     @field_validator("home", mode="before")
     @classmethod

@@ -198,7 +198,9 @@ def _ray_pass2(parts: list[Path], duplicates: dict[str, Duplicate], out: Path) -
 
     if out.exists():
         shutil.rmtree(out)
-    ds = ray.data.read_parquet([str(p) for p in parts])
+    # The folder, not a list of files: Ray 2.60 lists many paths through fsspec's HTTP module,
+    # which the installed fsspec lacks. Temporary files (".…tmp") are not read.
+    ds = ray.data.read_parquet(str(parts[0].parent), file_extensions=["parquet"])
     ds = ds.map_batches(
         apply_duplicates,  # type: ignore[arg-type]
         fn_kwargs={"duplicates": duplicates},
