@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from easel.audit.encoder import has_shipped, load_encoder
+from easel.audit.encoder import COPY_KIND, has_shipped, load_encoder
 from easel.audit.index import FloatIndex, descriptor_index, forget_cache
-from easel.audit.service import Auditor, describe_works, query_picture
+from easel.audit.service import Auditor, describe_works, query_picture, stale_descriptor_works
 from easel.errors import BadInput, PermissionDenied
+from easel.registry.models import Work
 from easel.registry.service import add_artist, register_work
 from easel.registry.store import index_dir, registry_session
 from tests.audit.conftest import artwork, encode
@@ -84,15 +85,46 @@ def test_descriptor_index_is_rebuilt_when_its_files_are_stale(registry: dict) ->
     url = str(registry["url"])
     folder = index_dir(url)
     with registry_session(url) as session:
-        index = descriptor_index(session, folder, "easel-copy-v1", 16)
+        index = descriptor_index(session, folder, COPY_KIND, 16)
         assert len(index) == 6
         dim = index.dim
-    for f in folder.glob("desc-easel-copy-v1.*"):
+    for f in folder.glob(f"desc-{COPY_KIND}.*"):
         f.unlink()
     forget_cache()
     with registry_session(url) as session:
-        assert len(descriptor_index(session, folder, "easel-copy-v1", dim)) == 6
-    assert (folder / "desc-easel-copy-v1.faiss").exists()
+        assert len(descriptor_index(session, folder, COPY_KIND, dim)) == 6
+    assert (folder / f"desc-{COPY_KIND}.faiss").exists()
+
+
+def test_descriptors_of_an_older_encoder_are_refused_until_reindexed(registry: dict,
+                                                                      encoder_dir: Path | None) -> None:
+    """Shipping new weights bumps ``COPY_KIND``: works described by the old encoder must not be
+    scored against the new one's descriptors, and `easel audit index` describes them anew."""
+    from sqlalchemy import update
+
+    from easel.registry.models import WorkDescriptor
+
+    url = str(registry["url"])
+    encoder = load_encoder(str(encoder_dir) if encoder_dir else None)
+    with registry_session(url) as session:  # as if works 0 and 1 were described by an older encoder
+        pks = [w.pk for w in sorted(session.query(Work).all(), key=lambda w: w.pk)[:2]]
+        session.execute(update(WorkDescriptor).where(WorkDescriptor.work_pk.in_(pks),
+                                                     WorkDescriptor.kind == COPY_KIND)
+                        .values(kind="easel-copy-v0"))
+    forget_cache()
+    with registry_session(url) as session:
+        assert stale_descriptor_works(session) == 2
+        with pytest.raises(BadInput, match="older descriptor encoder") as err:
+            Auditor(session, index_dir(url), encoder).audit(artwork(0), "x.png")
+        assert "easel audit index" in str(err.value.hint)
+    chosen = ["--encoder", str(encoder_dir)] if encoder_dir else []
+    proc = run_cli("audit", "index", *chosen)
+    assert proc.returncode == 0, proc.stderr
+    forget_cache()
+    with registry_session(url) as session:
+        assert stale_descriptor_works(session) == 0
+        best = Auditor(session, index_dir(url), encoder).audit(artwork(0), "x.png", k=1).matches[0]
+        assert best.work_id == registry["works"][0]
 
 
 def test_cli_audits_an_image_and_a_folder(registry: dict, encoder_dir: Path | None, tmp_path: Path,

@@ -62,9 +62,12 @@ def train_view(x: torch.Tensor, texts: torch.Tensor, generator: torch.Generator,
                jpeg_fraction: float = 0.15) -> torch.Tensor:
     """One strongly augmented view of ``x`` (float ``[B x 3 x S x S]`` in [0, 1]).
 
-    Flip (p 0.5); rotation ±20° (p 0.7); crop to 50–100 % area (p 0.7) or shrink into a white
-    margin (p 0.25); coloured border (p 0.25); hue rotation, grey, channel gains (p 0.8); blur
-    (p 0.2); text overlay (p 0.2); noise (p 0.2); JPEG q 30–90 (``jpeg_fraction``).
+    Flip (p 0.5); rotation ±25° (p 0.7); crop to 35–100 % area (p 0.75) or shrink into a white
+    margin (p 0.2); a coloured border that shrinks the picture into it, 2–16 % of the side on
+    each edge (p 0.3, as ``ATTACKS['border']`` does); a coloured frame over the edge (p 0.15);
+    hue rotation (p 0.5), grey, channel gains, contrast (p 0.8); blur (p 0.2); text overlay
+    (p 0.3); noise (p 0.2); JPEG q 30–90 (``jpeg_fraction``). The ranges reach past the
+    evaluation's attacks (50 % crops, 20°).
     """
     b, _, s, _ = x.shape
     g = generator
@@ -73,10 +76,10 @@ def train_view(x: torch.Tensor, texts: torch.Tensor, generator: torch.Generator,
         return torch.rand(*shape, generator=g)
 
     flip = (rand(b) < 0.5).float() * -2 + 1
-    angle = torch.where(rand(b) < 0.7, (rand(b) * 2 - 1) * math.radians(20), torch.zeros(b))
-    area = torch.where(rand(b) < 0.7, 0.5 + 0.5 * rand(b), torch.ones(b))
+    angle = torch.where(rand(b) < 0.7, (rand(b) * 2 - 1) * math.radians(25), torch.zeros(b))
+    area = torch.where(rand(b) < 0.75, 0.35 + 0.65 * rand(b), torch.ones(b))
     scale = area.sqrt()  # the sampled window spans this fraction of the picture
-    shrink = rand(b) < 0.25
+    shrink = rand(b) < 0.2
     scale = torch.where(shrink, 1.0 / (0.65 + 0.35 * rand(b)), scale)
     slack = (1 - scale).abs()
     tx, ty = (rand(b) * 2 - 1) * slack, (rand(b) * 2 - 1) * slack
@@ -86,7 +89,19 @@ def train_view(x: torch.Tensor, texts: torch.Tensor, generator: torch.Generator,
     grid = F.affine_grid(theta, [b, 3, s, s], align_corners=False)
     out = F.grid_sample(x - 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1
 
-    border = rand(b) < 0.25
+    expand = rand(b) < 0.3
+    if expand.any():
+        out = out.clone()
+        for i in torch.nonzero(expand).flatten().tolist():
+            pad = max(1, int(round(s * (0.02 + 0.14 * float(rand(1))))))
+            inner = F.interpolate(out[i:i + 1], size=(s - 2 * pad, s - 2 * pad), mode="bilinear",
+                                  antialias=True, align_corners=False)
+            colour = rand(3, 1, 1)
+            framed = colour.expand(3, s, s).clone()
+            framed[:, pad:s - pad, pad:s - pad] = inner[0]
+            out[i] = framed
+
+    border = rand(b) < 0.15
     if border.any():
         width = torch.randint(2, max(3, s // 8), (b,), generator=g)
         idx = torch.arange(s)
@@ -97,7 +112,7 @@ def train_view(x: torch.Tensor, texts: torch.Tensor, generator: torch.Generator,
         out = out * (1 - mask) + colour * mask
 
     recolour = rand(b) < 0.8
-    hue = torch.where(rand(b) < 0.5, (rand(b) * 2 - 1) * math.pi, torch.zeros(b))
+    hue = torch.where(rand(b) < 0.6, (rand(b) * 2 - 1) * math.pi, torch.zeros(b))
     matrix = _hue_matrix(hue) * (0.8 + 0.4 * rand(b, 3, 1))  # channel gains
     grey = rand(b) < 0.1
     matrix = torch.where(grey[:, None, None], torch.full((b, 3, 3), 1.0 / 3.0), matrix)
@@ -118,7 +133,7 @@ def train_view(x: torch.Tensor, texts: torch.Tensor, generator: torch.Generator,
         out = out.clone()
         out[blur] = blurred
 
-    overlay = rand(b) < 0.2
+    overlay = rand(b) < 0.3
     if overlay.any():
         pick = torch.randint(0, len(texts), (int(overlay.sum()),), generator=g)
         alpha = texts[pick]
@@ -135,6 +150,26 @@ def train_view(x: torch.Tensor, texts: torch.Tensor, generator: torch.Generator,
         out[i] = _jpeg(out[i], int(30 + 60 * float(rand(1))))
     return out
 
+
+
+def mild_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A lightly augmented view of ``x`` that keeps its colours and drawing: flip (p 0.5) and a
+    small zoom (90–100 % of the side, p 0.3). It stands for the registered original (the
+    reference side of a copy search) and is the view the style objective sees."""
+    b, _, s, _ = x.shape
+    g = generator
+    flip = (torch.rand(b, generator=g) < 0.5).float() * -2 + 1
+    scale = torch.where(torch.rand(b, generator=g) < 0.3, 0.9 + 0.1 * torch.rand(b, generator=g),
+                        torch.ones(b))
+    slack = 1 - scale
+    tx = (torch.rand(b, generator=g) * 2 - 1) * slack
+    ty = (torch.rand(b, generator=g) * 2 - 1) * slack
+    zero = torch.zeros(b)
+    theta = torch.stack([torch.stack([scale * flip, zero, tx], -1),
+                         torch.stack([zero, scale, ty], -1)], 1)
+    grid = F.affine_grid(theta, [b, 3, s, s], align_corners=False)
+    out = F.grid_sample(x - 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1
+    return out.clamp(0, 1)
 
 # Evaluation attacks (PIL, on a full-size picture) ---------------------------------------
 def _crop(image: Image.Image, area: float, rng: random.Random) -> Image.Image:

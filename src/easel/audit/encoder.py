@@ -84,8 +84,9 @@ class DescriptorEncoder(ModelMixin, ConfigMixin):
         self.content_head = nn.Sequential(nn.Linear(final, final), nn.ReLU(inplace=True),
                                           nn.Linear(final, content_dim))
 
-    def forward(self, pixels: torch.Tensor) -> Descriptors:
-        """``pixels`` float ``[N x 3 x S x S]`` in [0, 1] → L2-normalised descriptors."""
+    def trunk(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pixels`` → (GeM-pooled last feature map ``[N x C]``, style-head input: the pooled
+        features with the mean and standard deviation of the second-to-last stage)."""
         x = self.stem(pixels - 0.5)
         mid_features = x
         for i, stage in enumerate(self.stages):
@@ -94,9 +95,14 @@ class DescriptorEncoder(ModelMixin, ConfigMixin):
                 mid_features = x
         pooled = _gem(F.relu(x))
         stats = torch.cat([mid_features.mean(dim=(2, 3)), mid_features.std(dim=(2, 3))], dim=1)
+        return pooled, torch.cat([pooled, stats], dim=1)
+
+    def forward(self, pixels: torch.Tensor) -> Descriptors:
+        """``pixels`` float ``[N x 3 x S x S]`` in [0, 1] → L2-normalised descriptors."""
+        pooled, style_input = self.trunk(pixels)
         return Descriptors(
             copy=F.normalize(self.copy_head(pooled), dim=-1),
-            style=F.normalize(self.style_head(torch.cat([pooled, stats], dim=1)), dim=-1),
+            style=F.normalize(self.style_head(style_input), dim=-1),
             content=F.normalize(self.content_head(pooled), dim=-1),
         )
 

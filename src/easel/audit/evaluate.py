@@ -76,6 +76,28 @@ def micro_ap(scores: np.ndarray, positive: np.ndarray, valid: np.ndarray, k: int
     return float((precision * rel).sum() / len(scores))
 
 
+def style_retrieval(style: np.ndarray, sets: list[str]) -> dict[str, Any]:
+    """Every icon's style descriptor (``[N x D]``, L2-normalised) queries the others; relevant =
+    same set. mAP@10 and recall@1 overall and per set, and the different-set score thresholds."""
+    labels = np.array(sets)
+    scores = style @ style.T
+    np.fill_diagonal(scores, -np.inf)
+    top = np.argsort(-scores, axis=1)[:, :10]
+    rel = labels[top] == labels[:, None]
+    precision = np.cumsum(rel, axis=1) / np.arange(1, 11)
+    relevant = (labels[None] == labels[:, None]).sum(1) - 1
+    ap10 = (precision * rel).sum(1) / np.maximum(1, np.minimum(10, relevant))
+    different = labels[None] != labels[:, None]
+    return {
+        "style_mAP@10": float(ap10.mean()),
+        "style_recall@1": float(rel[:, 0].mean()),
+        "style_by_set": {s: {"mAP@10": float(ap10[labels == s].mean()),
+                             "recall@1": float(rel[labels == s, 0].mean()),
+                             "icons": int((labels == s).sum())} for s in sorted(set(sets))},
+        "style_calibration": {str(f): threshold_at(scores[different], f) for f in (1e-2, 1e-3)},
+    }
+
+
 def _load(manifest: Path, split: str, limit: int) -> tuple[list[Image.Image], list[str], list[str]]:
     from easel.corpus.manifest import load_manifest
 
@@ -145,23 +167,7 @@ def evaluate(encoder: DescriptorEncoder, manifest: Path, split: str = "test", li
         report[f"{method}_recall_at_fpr_1e-4"] = float(np.mean(recalls))
         report[f"{method}_uAP"] = float(np.mean([report["attacks"][a][method]["uAP"] for a in per_attack]))
 
-    # style retrieval
-    labels = np.array(sets)
-    style = ref_style @ ref_style.T
-    np.fill_diagonal(style, -np.inf)
-    top = np.argsort(-style, axis=1)[:, :10]
-    rel = labels[top] == labels[:, None]
-    precision = np.cumsum(rel, axis=1) / np.arange(1, 11)
-    relevant = (labels[None] == labels[:, None]).sum(1) - 1
-    ap10 = (precision * rel).sum(1) / np.maximum(1, np.minimum(10, relevant))
-    report["style_mAP@10"] = float(ap10.mean())
-    report["style_recall@1"] = float(rel[:, 0].mean())
-    report["style_by_set"] = {s: {"mAP@10": float(ap10[labels == s].mean()),
-                                  "recall@1": float(rel[labels == s, 0].mean()),
-                                  "icons": int((labels == s).sum())} for s in sorted(set(sets))}
-    different = labels[None] != labels[:, None]
-    finite = style[different]
-    report["style_calibration"] = {str(f): threshold_at(finite, f) for f in (1e-2, 1e-3)}
+    report.update(style_retrieval(ref_style, sets))
 
     # text -> image
     from easel.diffusion.text_encoder import get_text_encoder

@@ -40,6 +40,19 @@ def _encoder_or_none():  # type: ignore[no-untyped-def]
     return load_encoder()
 
 
+def _warn_if_stale(session: Session) -> None:
+    """Log once per process when registered works lack descriptors from the shipped encoder."""
+    if "stale" in _warned:
+        return
+    _warned.add("stale")
+    from easel.audit.service import stale_descriptor_works
+
+    stale = stale_descriptor_works(session)
+    if stale:
+        log.warning("%d registered works were described by an older descriptor encoder: the copy-"
+                    "descriptor check misses them until `easel audit index` describes them anew", stale)
+
+
 class IngestDescriptors:
     """Copy-descriptor matching and storage for one ``Ingestor`` (one registry session)."""
 
@@ -69,6 +82,7 @@ class IngestDescriptors:
         from easel.audit.encoder import COPY_KIND
         from easel.audit.index import descriptor_index
 
+        _warn_if_stale(self.session)
         copy_vec, _ = self._describe(sha256, picture)
         index = descriptor_index(self.session, self.folder, COPY_KIND, copy_vec.size)
         scored = [(h.key, h.score) for h in index.search(copy_vec[None], 10)]
@@ -142,6 +156,7 @@ def output_guard(image: Image.Image, db_url: str) -> Image.Image:
         log.info("output guard skipped: the registry has no descriptor table yet")
         return image
     with Session(engine) as session:
+        _warn_if_stale(session)
         index = descriptor_index(session, index_dir(db_url), COPY_KIND, int(encoder.config.copy_dim))
         if len(index) == 0:
             log.info("output guard skipped: no registered work has descriptors")

@@ -118,6 +118,11 @@ class Auditor:
         cfg = self.encoder.config
         copy_index = descriptor_index(self.session, self.folder, COPY_KIND, int(cfg.copy_dim))
         style_index = descriptor_index(self.session, self.folder, STYLE_KIND, int(cfg.style_dim))
+        stale = stale_descriptor_works(self.session)
+        if stale:
+            raise BadInput(f"{stale} registered works were described by an older descriptor encoder, "
+                           "whose scores do not compare with this one's",
+                           hint="run `easel audit index` to describe them with the shipped encoder")
         if len(copy_index) == 0:
             log.info("no registered work has descriptors yet: nothing to audit against")
             return AuditResult(name)
@@ -159,6 +164,18 @@ class Auditor:
                                     m.pdq_distance is None or m.pdq_distance > PDQ_COPY_DISTANCE,
                                     -m.copy_score, -m.style_score))
         return AuditResult(name, matches[:k])
+
+
+def stale_descriptor_works(session: Session) -> int:
+    """How many works have a copy descriptor from another encoder (another ``easel-copy-*`` kind)
+    and none from the shipped one: ``easel audit index`` describes them anew."""
+    from sqlalchemy import func
+
+    current = select(WorkDescriptor.work_pk).where(WorkDescriptor.kind == COPY_KIND)
+    query = select(func.count(func.distinct(WorkDescriptor.work_pk))).where(
+        WorkDescriptor.kind.like("easel-copy-%"), WorkDescriptor.kind != COPY_KIND,
+        WorkDescriptor.work_pk.not_in(current))
+    return int(session.execute(query).scalar_one())
 
 
 def work_picture(work: Work) -> Image.Image | None:

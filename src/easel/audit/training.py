@@ -1,12 +1,22 @@
 """Training the descriptor encoder on a corpus manifest: copy, style and content objectives.
 
-Each step takes a batch of icons, makes two strongly augmented views (``augment.train_view``)
-and optimises, summed:
+Each step takes a batch of icons — half drawn evenly over the sets, half their partners: the
+same caption drawn by another set (the hardest negatives for copy, and content-matched
+negatives for style) — and makes two views of each: a strong one (``augment.train_view``, the
+query side of a copy search) and a mild one (``augment.mild_view``, the registered original).
+It optimises, summed:
 
-- copy: NT-Xent between the two views of each icon against every other view in the batch
-  (instance discrimination, SSCD's contrastive term), temperature ``COPY_TEMPERATURE``;
-- style: supervised contrastive loss over all views with the icon set as label (CSD-like);
+- copy: InfoNCE of each view against its partner view, with every other view of the batch and a
+  memory of the last ``memory`` mild views' descriptors as negatives (instance discrimination,
+  SSCD's contrastive term with a cross-batch memory), temperature ``COPY_TEMPERATURE``, plus
+  ``koleo_weight`` × SSCD's KoLeo entropy term on the mild views (spreads unrelated icons
+  apart, which is what a threshold at a false-positive rate of 1e-4 needs);
+- style: supervised contrastive loss on the mild views (their colours kept) with the icon set as
+  label, against the batch and a labelled memory (CSD-like);
 - content: symmetric CLIP loss between each view and the frozen MiniLM embedding of its caption.
+
+The learning rate follows a warm-up and cosine schedule over ``max_steps`` or ``minutes`` of
+training, whichever ends first, so a run cut short by its time budget still anneals.
 
 Checkpoints (model, optimiser, step, RNG) go to a folder outside the work tree every
 ``checkpoint_every`` steps and on exit; ``train`` resumes from the latest one.
@@ -24,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from easel.audit.augment import text_bank, train_view
+from easel.audit.augment import mild_view, text_bank, train_view
 from easel.audit.encoder import DescriptorEncoder
 
 log = logging.getLogger(__name__)
@@ -49,6 +59,16 @@ class TrainConfig:
     checkpoint_every: int = 100
     seed: int = 0
     image_size: int = 64
+    memory: int = 4096
+    """Past mild-view descriptors kept as extra negatives (copy) and labelled candidates (style)."""
+    koleo_weight: float = 10.0
+    """SSCD weighs KoLeo 30 against InfoNCE at temperature 0.05; 10 here (not tuned)."""
+    partner_fraction: float = 0.5
+    """Share of the batch drawn as same-caption partners from another set."""
+    init_from: str | None = None
+    """An encoder folder to start from (weights only; a fresh optimiser and schedule)."""
+    style_head_steps: int = 0
+    """After training, re-fit the style head on the frozen trunk for this many steps (0: no)."""
 
 
 @dataclass
@@ -133,21 +153,102 @@ def clip_loss(image: torch.Tensor, text: torch.Tensor, temperature: float) -> to
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def info_nce(a: torch.Tensor, b: torch.Tensor, ids: torch.Tensor, bank: torch.Tensor,
+             bank_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE for paired L2-normalised views ``a``, ``b`` ``[B x D]`` of icons ``ids``: each view's
+    positive is its partner; negatives are every other view and the ``bank`` rows ``[M x D]``,
+    except views of the same icon (``ids``/``bank_ids`` equal), which are masked out."""
+    z = torch.cat([a, b])
+    zid = torch.cat([ids, ids])
+    candidates = torch.cat([z, bank])
+    cid = torch.cat([zid, bank_ids])
+    sim = z @ candidates.T / temperature
+    n = len(a)
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    same = zid[:, None] == cid[None, :]
+    same[torch.arange(2 * n), target] = False
+    return F.cross_entropy(sim.masked_fill(same, float("-inf")), target)
+
+
+def koleo(z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """SSCD's KoLeo entropy term: minus the mean log distance of each row of ``z`` to its nearest
+    other icon (rows of the same icon ignored)."""
+    distance = torch.cdist(z, z)
+    distance = distance.masked_fill(ids[:, None] == ids[None, :], float("inf"))
+    return -torch.log(distance.min(dim=1).values + 1e-8).mean()
+
+
+def sup_con_bank(z: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss of ``z`` ``[N x D]`` against ``z`` and a labelled ``bank``."""
+    candidates = torch.cat([z, bank])
+    cl = torch.cat([labels, bank_labels])
+    sim = z @ candidates.T / temperature
+    eye = torch.zeros_like(sim, dtype=torch.bool)
+    eye[torch.arange(len(z)), torch.arange(len(z))] = True
+    sim = sim.masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    positive = (labels[:, None] == cl[None, :]) & ~eye
+    count = positive.sum(1).clamp(min=1)
+    return -(log_prob.masked_fill(~positive, 0).sum(1) / count).mean()
+
+
+class BatchSampler:
+    """Half of each batch evenly over the sets, the other half partners with the same caption
+    from another set (a random icon where the caption is drawn by one set only)."""
+
+    def __init__(self, labels: np.ndarray, captions: list[str], partner_fraction: float) -> None:
+        self.by_set = [np.flatnonzero(labels == k) for k in range(int(labels.max()) + 1)]
+        groups: dict[str, list[int]] = {}
+        for i, caption in enumerate(captions):
+            groups.setdefault(caption, []).append(i)
+        self.labels = labels
+        self.groups = [np.array(groups[c]) for c in captions]
+        self.partner_fraction = partner_fraction
+
+    def __call__(self, size: int, generator: torch.Generator) -> torch.Tensor:
+        """Indices of one batch of ``size`` icons."""
+        partners = int(size * self.partner_fraction)
+        base = size - partners
+        r = torch.rand(base, 2, generator=generator).numpy()
+        sets = (r[:, 0] * len(self.by_set)).astype(int)
+        first = np.array([self.by_set[k][int(u * len(self.by_set[k]))] for k, u in zip(sets, r[:, 1],
+                                                                                       strict=True)])
+        extra = torch.rand(partners, 2, generator=generator).numpy()
+        second = []
+        for i, (u, v) in zip(first[:partners], extra, strict=True):
+            group = self.groups[i]
+            other = group[self.labels[group] != self.labels[i]]
+            pool = other if len(other) else self.by_set[int(v * len(self.by_set))]
+            second.append(pool[int(u * len(pool))])
+        return torch.from_numpy(np.concatenate([first, np.array(second, dtype=np.int64)]).astype(np.int64))
+
+
 def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None,
           progress: bool = True) -> DescriptorEncoder:
     """Train (resuming from ``checkpoint_dir``) and optionally ``save_pretrained`` to ``out_dir``.
 
-    Stops after ``max_steps`` steps or ``minutes`` of wall time in this call, whichever first.
+    Stops after ``max_steps`` steps or ``minutes`` of training wall time (summed over resumed
+    calls), whichever first; the learning-rate schedule ends with whichever comes first.
     """
     from tqdm import tqdm
 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     data = load_split(Path(config.manifest), "train", config.image_size, checkpoint_dir / "cache")
     text = caption_embeddings(data.captions, checkpoint_dir / "cache" / "train-captions.npy")
-    model = DescriptorEncoder(image_size=config.image_size)
+    if config.init_from:
+        model = DescriptorEncoder.from_pretrained(config.init_from)
+    else:
+        model = DescriptorEncoder(image_size=config.image_size)
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
-    step = 0
+    cfg = model.config
+    copy_bank = torch.zeros(0, int(cfg.copy_dim))
+    copy_ids = torch.zeros(0, dtype=torch.long)
+    style_bank = torch.zeros(0, int(cfg.style_dim))
+    style_labels = torch.zeros(0, dtype=torch.long)
+    step, elapsed_before = 0, 0.0
     ckpt = checkpoint_dir / "latest.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
@@ -155,65 +256,127 @@ def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         step = int(state["step"])
+        elapsed_before = float(state.get("elapsed", 0.0))
         log.info("resumed from %s at step %d", ckpt, step)
     texts = text_bank(config.image_size)
     pixels = torch.from_numpy(data.pixels)
     labels = torch.from_numpy(data.labels)
+    sampler = BatchSampler(data.labels, data.captions, config.partner_fraction)
     history: list[dict[str, float]] = []
+    start = time.monotonic()
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - start
 
     def save() -> None:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(), "step": step, "config": asdict(config)},
-                   checkpoint_dir / "latest.tmp")
+                    "generator": generator.get_state(), "step": step, "elapsed": elapsed(),
+                    "config": asdict(config)}, checkpoint_dir / "latest.tmp")
         (checkpoint_dir / "latest.tmp").replace(ckpt)
 
+    def flush() -> None:
+        with (checkpoint_dir / "history.jsonl").open("a") as fh:
+            for r in history:
+                fh.write(json.dumps(r) + "\n")
+        history.clear()
+
     def lr_at(s: int) -> float:
+        done = max(s / config.max_steps, elapsed() / (config.minutes * 60))
         warm = min(1.0, (s + 1) / max(1, config.max_steps // 20))
-        cosine = 0.5 * (1 + np.cos(np.pi * min(s, config.max_steps) / config.max_steps))
+        cosine = 0.5 * (1 + np.cos(np.pi * min(done, 1.0)))
         return float(config.lr * warm * cosine)
 
-    start = time.monotonic()
     bar = tqdm(total=config.max_steps, initial=step, desc="descriptors", unit="step", disable=not progress)
-    model.train()
-    while step < config.max_steps and (time.monotonic() - start) < config.minutes * 60:
+    n = config.batch_size
+    while step < config.max_steps and elapsed() < config.minutes * 60:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        idx = torch.randint(0, len(pixels), (config.batch_size,), generator=generator)
+        idx = sampler(n, generator)
         x = pixels[idx].permute(0, 3, 1, 2).float().div_(255.0)
-        views = torch.cat([train_view(x, texts, generator), train_view(x, texts, generator)])
+        views = torch.cat([train_view(x, texts, generator), mild_view(x, generator)])
         out = model(views)
-        n = config.batch_size
-        loss_copy = nt_xent(out.copy[:n], out.copy[n:], COPY_TEMPERATURE)
-        loss_style = sup_con(out.style, labels[idx].repeat(2), STYLE_TEMPERATURE)
+        strong, mild = out.copy[:n], out.copy[n:]
+        loss_copy = info_nce(strong, mild, idx, copy_bank, copy_ids, COPY_TEMPERATURE)
+        loss_koleo = koleo(mild, idx)
+        set_labels = labels[idx]
+        loss_style = sup_con_bank(out.style[n:], set_labels, style_bank, style_labels, STYLE_TEMPERATURE)
         t = text[idx]
         loss_content = 0.5 * (clip_loss(out.content[:n], t, CONTENT_TEMPERATURE)
                               + clip_loss(out.content[n:], t, CONTENT_TEMPERATURE))
-        loss = loss_copy + config.style_weight * loss_style + config.content_weight * loss_content
+        loss = (loss_copy + config.koleo_weight * loss_koleo + config.style_weight * loss_style
+                + config.content_weight * loss_content)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if config.memory:
+            copy_bank = torch.cat([mild.detach(), copy_bank])[:config.memory]
+            copy_ids = torch.cat([idx, copy_ids])[:config.memory]
+            style_bank = torch.cat([out.style[n:].detach(), style_bank])[:config.memory]
+            style_labels = torch.cat([set_labels, style_labels])[:config.memory]
         step += 1
-        record = {"step": step, "loss": loss.item(), "copy": loss_copy.item(),
-                  "style": loss_style.item(), "content": loss_content.item()}
+        record = {"step": step, "loss": loss.item(), "copy": loss_copy.item(), "koleo": loss_koleo.item(),
+                  "style": loss_style.item(), "content": loss_content.item(), "lr": lr_at(step - 1)}
         history.append(record)
         bar.update(1)
         bar.set_postfix(copy=f"{record['copy']:.3f}", style=f"{record['style']:.3f}",
                         content=f"{record['content']:.3f}")
         if step % config.checkpoint_every == 0:
             save()
-            with (checkpoint_dir / "history.jsonl").open("a") as fh:
-                for r in history:
-                    fh.write(json.dumps(r) + "\n")
-            history.clear()
+            flush()
     bar.close()
     save()
-    with (checkpoint_dir / "history.jsonl").open("a") as fh:
-        for r in history:
-            fh.write(json.dumps(r) + "\n")
+    flush()
     model.eval()
+    style_losses: list[float] = []
+    if config.style_head_steps:
+        style_losses = train_style_head(model, data, config.style_head_steps, seed=config.seed)
+        log.info("style head re-fitted: loss %.3f → %.3f", style_losses[0], style_losses[-1])
     if out_dir is not None:
         model.save_pretrained(str(out_dir))
         (out_dir / "training.json").write_text(json.dumps(
             {"config": asdict(config), "steps": step, "sets": data.sets,
-             "train_items": len(data.item_ids)}, indent=2))
+             "train_items": len(data.item_ids), "minutes": round(elapsed() / 60, 1),
+             "style_head_loss": style_losses[::max(1, len(style_losses) // 10)]}, indent=2))
     return model
+
+
+def train_style_head(model: DescriptorEncoder, data: SplitData, steps: int = 1500, batch_size: int = 1024,
+                     lr: float = 1e-3, seed: int = 0) -> list[float]:
+    """Re-fit the style head alone on the frozen trunk (a probe stage after ``train``).
+
+    The trunk's style-head inputs of every training icon, as drawn and mirrored, are computed
+    once; the head is then trained with the supervised contrastive loss on the set label over
+    large batches (half evenly over the sets, half same-caption partners from other sets, so
+    the head must ignore what is drawn). Costs seconds per hundred steps instead of a full
+    forward and backward pass per batch. Returns the loss per step.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for flip in (False, True):
+            rows = []
+            for start in range(0, len(data.pixels), 512):
+                x = torch.from_numpy(data.pixels[start:start + 512]).permute(0, 3, 1, 2).float().div_(255.0)
+                rows.append(model.trunk(x.flip(-1) if flip else x)[1])
+            parts.append(torch.cat(rows))
+    features = torch.stack(parts)  # [2 x N x F]
+    labels = torch.from_numpy(data.labels)
+    sampler = BatchSampler(data.labels, data.captions, 0.5)
+    head = model.style_head
+    head.train()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    losses = []
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * 0.5 * (1 + float(np.cos(np.pi * step / steps)))
+        idx = sampler(batch_size, generator)
+        variant = torch.randint(0, 2, (batch_size,), generator=generator)
+        z = F.normalize(head(features[variant, idx]), dim=-1)
+        loss = sup_con(z, labels[idx], STYLE_TEMPERATURE)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses

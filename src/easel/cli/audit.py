@@ -172,6 +172,11 @@ def audit_train(
     minutes: float = typer.Option(30.0, "--minutes", help="Stop after this much wall time."),
     batch_size: int = typer.Option(96, "--batch-size", help="Icons per step (two views each)."),
     threads: int = typer.Option(1, "--threads", help="Torch threads (1 on a shared machine)."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
+    init_from: Path | None = typer.Option(None, "--init-from", help="Start from this encoder folder "
+                                          "(e.g. the shipped one, easel/models/descriptors)."),
+    style_head_steps: int = typer.Option(0, "--style-head-steps", help="Then re-fit the style head "
+                                         "on the frozen trunk for this many steps (seconds each 100)."),
 ) -> None:
     """Train the descriptor encoder (copy, style, content heads) with resumable checkpoints."""
     import torch
@@ -181,7 +186,11 @@ def audit_train(
     torch.set_num_threads(threads)
     if not manifest.exists():
         raise BadInput(f"no manifest at {manifest}", hint="build one with `easel corpus build --size 64`")
-    cfg = TrainConfig(manifest=str(manifest), batch_size=batch_size, max_steps=steps, minutes=minutes)
+    if init_from is not None and not (init_from / "config.json").exists():
+        raise BadInput(f"no encoder at {init_from}", hint="pass a folder saved by `easel audit train`")
+    cfg = TrainConfig(manifest=str(manifest), batch_size=batch_size, max_steps=steps, minutes=minutes,
+                      lr=lr, init_from=str(init_from) if init_from else None,
+                      style_head_steps=style_head_steps)
     train(cfg, checkpoints, out)
     typer.echo(f"saved {out}")
 

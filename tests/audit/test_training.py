@@ -1,0 +1,70 @@
+"""The training objectives and batch sampling of the descriptor encoder (no training run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from easel.audit.augment import mild_view, text_bank, train_view
+from easel.audit.training import BatchSampler, info_nce, koleo, sup_con_bank
+
+
+def _unit(n: int, d: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def test_info_nce_is_low_for_matched_views_and_ignores_the_same_icon_in_the_memory() -> None:
+    a = _unit(8, 16, 0)
+    ids = torch.arange(8)
+    empty, no_ids = torch.zeros(0, 16), torch.zeros(0, dtype=torch.long)
+    matched = info_nce(a, a.clone(), ids, empty, no_ids, 0.05)
+    shuffled = info_nce(a, a.roll(1, 0), ids, empty, no_ids, 0.05)
+    assert float(matched) < 0.1 < float(shuffled)
+    # a memory holding the same icons (stale views of the positives) must not count as negatives
+    with_self = info_nce(a, a.clone(), ids, a.clone(), ids.clone(), 0.05)
+    assert abs(float(with_self) - float(matched)) < 1e-4
+    # the same memory under other icons' ids is a wall of hard negatives
+    as_others = info_nce(a, a.clone(), ids, a.clone(), ids + 100, 0.05)
+    assert float(as_others) > float(matched) + 0.5
+
+
+def test_koleo_falls_as_icons_spread_and_skips_views_of_one_icon() -> None:
+    spread = torch.eye(4)
+    huddled = F.normalize(torch.eye(4) * 0.1 + 1.0, dim=1)
+    ids = torch.arange(4)
+    assert float(koleo(spread, ids)) < float(koleo(huddled, ids))
+    pair = torch.cat([spread[:2], spread[:2]])
+    assert torch.isfinite(koleo(pair, torch.tensor([0, 1, 0, 1])))
+
+
+def test_sup_con_bank_prefers_embeddings_grouped_by_label() -> None:
+    labels = torch.tensor([0, 0, 1, 1])
+    grouped = F.normalize(torch.tensor([[1.0, 0.05], [1.0, -0.05], [-0.05, 1.0], [0.05, 1.0]]), dim=1)
+    mixed = grouped[[0, 2, 1, 3]]
+    bank, bank_labels = grouped.clone(), labels.clone()
+    assert float(sup_con_bank(grouped, labels, bank, bank_labels, 0.1)) < \
+        float(sup_con_bank(mixed, labels, bank, bank_labels, 0.1))
+
+
+def test_batches_balance_sets_and_pair_captions_across_sets() -> None:
+    labels = np.array([0] * 50 + [1] * 10 + [2] * 10)
+    captions = [f"c{i % 10}" for i in range(70)]  # every caption is drawn by all three sets
+    sampler = BatchSampler(labels, captions, partner_fraction=0.5)
+    idx = sampler(600, torch.Generator().manual_seed(0)).numpy()
+    first, second = idx[:300], idx[300:]
+    counts = np.bincount(labels[first], minlength=3)
+    assert counts.min() > 70  # even over sets, though set 0 has five times the icons
+    assert all(captions[i] == captions[j] and labels[i] != labels[j]
+               for i, j in zip(first[:300], second, strict=True))
+
+
+def test_views_keep_shape_and_the_mild_view_keeps_colours() -> None:
+    x = torch.rand(6, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    strong = train_view(x, text_bank(32, count=4), g)
+    mild = mild_view(x, g)
+    assert strong.shape == mild.shape == x.shape
+    assert float(mild.min()) >= 0.0 and float(mild.max()) <= 1.0
+    # the mild view's colour statistics stay near the original's (no hue or gain changes)
+    assert (mild.mean(dim=(2, 3)) - x.mean(dim=(2, 3))).abs().max() < 0.1
