@@ -42,7 +42,7 @@ def _reason_kind(stage: str, reason: str) -> str:
         for key, text in (
             ("opted out", "opted out"),
             ("revoked", "revoked by the owner"),
-            ("not registered", "not a registered work"),
+            ("registered", "not a registered work"),
             ("could not be checked", "check failed"),
             ("does not allow", "licence does not allow it"),
         ):

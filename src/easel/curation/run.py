@@ -49,6 +49,8 @@ PARTS = "parts"
 ACTOR_CPUS = 0.5
 """CPUs a Ray worker of the first pass books; a node with C CPUs runs C workers and its reads."""
 RAY_CONNECT_TIMEOUT_S = 5.0
+RAY_START_WAIT_S = 180
+"""Seconds a local Ray's raylet may take to start (Ray's default, 30 s, was too short here)."""
 """How long to try a ``--ray-address`` before saying it cannot be reached."""
 
 
@@ -145,12 +147,15 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     env = {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+    # On a busy machine a local raylet needs more than Ray's default 30 s to register
+    # (measured here: a start at nice 10 beside a training run timed out).
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", str(RAY_START_WAIT_S))
     try:
         if address:
             ray.init(address=address, runtime_env=env, log_to_driver=False)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=False)
-    except (ConnectionError, RuntimeError) as exc:
+    except Exception as exc:  # Ray raises plain Exception on start-up timeouts: report, never continue
         raise EaselError(
             f"could not start or join Ray: {exc}", hint="check --ray-address, or run without --engine ray"
         ) from None
