@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m benchmarks.curate_corpus \
         [--manifest /tmp/eh/corpus/64px] [--registry /work/ckpt/home] [--home /tmp/curate-home] \
-        [--engines local ray] [--skip-stage safety] [--safety-sample 2000] [--json out.json]
+        [--engines local ray] [--skip-stage safety] [--safety-sample 300] [--stage-costs 64] [--json out.json]
 
 The registry is copied (SQLite backup API) from ``--registry`` into ``--home`` once and never
 written back. Each engine curates the whole manifest afresh into ``<home>/curated/<engine>``; the
@@ -62,6 +62,34 @@ def safety_sample(manifest: Path, n: int) -> dict[str, object]:
     }
 
 
+def stage_costs(manifest: Path, n: int) -> dict[str, float]:
+    """CPU milliseconds per item of each per-item step, on ``n`` icons, in this process."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from easel.curation.stages import copy_descriptors, load_picture, safety_scores
+    from easel.registry.fingerprint import pdq_of_array, prepare
+
+    rows = pq.read_table(manifest / "manifest.parquet").slice(8000, n).to_pylist()
+    pictures = [Image.open(manifest / r["png_path"]).convert("RGB") for r in rows]
+    safety_scores(pictures[:2])
+    copy_descriptors("", pictures[:2])
+    out = {}
+    steps = {
+        "read_decode_sha256_blank": lambda: [
+            load_picture(manifest / r["png_path"], r["png_sha256"]) for r in rows
+        ],
+        "pdq": lambda: [pdq_of_array(prepare(p)) for p in pictures],
+        "copy_descriptor": lambda: copy_descriptors("", pictures),
+        "nudenet": lambda: safety_scores(pictures),
+    }
+    for name, step in steps.items():
+        started = time.process_time()
+        step()
+        out[name] = round((time.process_time() - started) / n * 1000, 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,6 +103,7 @@ def main() -> None:
     parser.add_argument("--ray-cpus", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--safety-sample", type=int, default=0)
+    parser.add_argument("--stage-costs", type=int, default=0, help="time each step on this many icons")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -92,6 +121,9 @@ def main() -> None:
         "descriptors": not args.no_descriptors,
         "cpu_count": os.cpu_count(),
     }
+    if args.stage_costs:
+        report["stage_cpu_ms_per_item"] = stage_costs(args.manifest, args.stage_costs)
+        print(json.dumps(report["stage_cpu_ms_per_item"]), flush=True)
     if args.safety_sample:
         report["safety_sample"] = safety_sample(args.manifest, args.safety_sample)
         print(json.dumps(report["safety_sample"]), flush=True)
