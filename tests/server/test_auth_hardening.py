@@ -123,6 +123,20 @@ def test_address_limit_is_not_reset_by_logging_into_ones_own_account(client, ser
     ratelimit.check_login(server_settings.db_url, "own", "192.0.2.7")
 
 
+def test_names_and_passwords_that_are_not_utf8_are_wrong_credentials(client, server_settings) -> None:
+    signup(client, "uma")
+    # lone surrogates are valid JSON escapes but cannot be stored or hashed as UTF-8
+    r = client.post("/api/auth/login", content=b'{"username": "\\udaad\\udd6d", "password": "pass word"}',
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 403 and r.json()["error"] == "wrong username or password", r.text
+    assert _count(server_settings, AuthFailure) == 2  # one failure, per account and per address
+    r = client.post("/api/auth/login", content=b'{"username": "uma", "password": "\\udaad pass"}',
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code in (403, 422), r.text  # the body's model refuses it, or the check does
+    assert client.post("/api/auth/login", json={"username": "uma", "password": "correct horse"}).status_code \
+        == 200
+
+
 def test_wrong_api_keys_are_limited_per_address_but_a_valid_key_still_works(client) -> None:
     key = api_key(client, "scripter")
     for i in range(ratelimit.MAX_KEY_FAILURES_PER_ADDRESS):

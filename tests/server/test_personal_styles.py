@@ -65,6 +65,10 @@ def test_personal_style_picker_jobs_credits_and_withdrawal(client, server_settin
         service.share(session, service.owned_style(session, "alice", REF), ["bob"])
     bob_page = _picker(client, "bob")
     assert f'value="{REF}"' in bob_page and "by alice, credited" in bob_page
+    listed = client.get("/api/styles", headers=bob).json()
+    assert {"value": REF, "label": f"{REF} (by alice, credited)", "personal": True} in listed
+    assert {"value": "twemoji", "label": "twemoji", "personal": False} in listed
+    assert all(s["value"] != REF for s in client.get("/api/styles", headers=carol).json())
     assert REF not in _picker(client, "carol")
     r = client.post("/api/jobs", json={"prompt": "a cat", "style": REF, "steps": 1, "seed": 3}, headers=bob)
     assert r.status_code == 202, r.text

@@ -59,7 +59,17 @@ class TooManyAttempts(EaselError):
 
 
 def _key(value: str) -> str:
-    return value.strip().lower()[:MAX_KEY_CHARS] or "-"
+    # lone surrogates (valid JSON, not valid UTF-8) become "?" so that any string can be stored
+    text = value.strip().lower()[:MAX_KEY_CHARS].encode("utf-8", "replace").decode("utf-8")
+    return text or "-"
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _retry_after(url: str, scope: str, key: str, limit: int, now: datetime) -> int | None:
@@ -140,6 +150,8 @@ def login(url: str, db: Session, username: str, password: str, address: str) -> 
 
     check_login(url, username, address)
     try:
+        if not (_encodable(username) and _encodable(password)):  # no account has such a name
+            raise PermissionDenied("wrong username or password")
         user = authenticate_password(db, username, password)
     except PermissionDenied:
         record_login_failure(url, username, address)

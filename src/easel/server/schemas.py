@@ -127,6 +127,14 @@ class JobPublic(BaseModel):
     error: str | None = None
 
 
+class StyleChoice(BaseModel):
+    """A style the caller may generate with: pass ``value`` as a job's ``style``."""
+
+    value: str = Field(examples=["twemoji", "artist:alice/default"])
+    label: str
+    personal: bool = Field(description="a personal style: credited to its artist, checked at every use")
+
+
 class ImagePublic(BaseModel):
     generation_id: str
     url: str

@@ -258,3 +258,10 @@ def usable_personal_styles(session: Session, user: User,
         whose = "yours" if style.artist_id == user.username else f"by {style.artist_id}, credited"
         out.append({"ref": style.ref, "label": f"{style.ref} ({whose})"})
     return out
+
+
+def base_styles() -> list[str]:
+    """The base model's styles (the training sets' style tags, the held-out set excluded)."""
+    from easel.corpus.sources import HELD_OUT_SET, SETS_BY_ID
+
+    return sorted(v.style_tag.removesuffix(" style") for k, v in SETS_BY_ID.items() if k != HELD_OUT_SET)

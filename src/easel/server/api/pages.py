@@ -146,9 +146,7 @@ def logout(auth: OptionalAuthDep, db: SessionDep) -> Response:
 @router.get("/generate", response_class=HTMLResponse)
 def generate_page(request: Request, auth: OptionalAuthDep, user: CurrentUser, db: SessionDep,
                   settings: SettingsDep) -> Response:
-    from easel.corpus.sources import HELD_OUT_SET, SETS_BY_ID
-
-    styles = sorted(v.style_tag.removesuffix(" style") for k, v in SETS_BY_ID.items() if k != HELD_OUT_SET)
+    styles = services.base_styles()
     quota = None if user.role == "operator" else (
         user.daily_quota if user.daily_quota is not None else settings.server_daily_quota)
     personal = services.usable_personal_styles(db, user, request.app.state.runner.base_unet_sha256())

@@ -16,7 +16,7 @@ from easel.errors import BadInput, NotFound
 from easel.server.deps import CurrentUser, RunnerDep, SessionDep
 from easel.server.jobs import GenerationRequest, JobHandle, JobRunner, load_upload
 from easel.server.models import TERMINAL_STATES, Job, User
-from easel.server.schemas import JobCreate, JobPublic
+from easel.server.schemas import JobCreate, JobPublic, StyleChoice
 
 router = APIRouter(prefix="/api", tags=["generation"])
 SSE_POLL_SECONDS = 0.1
@@ -67,6 +67,17 @@ def visible_handle(runner: JobRunner, db: SessionDep, user: User, job_id: str) -
 def submit(body: JobCreate, user: CurrentUser, runner: RunnerDep) -> JobPublic:
     handle = runner.submit(user, request_from(body))
     return JobPublic(**handle.snapshot())
+
+
+@router.get("/styles", response_model=list[StyleChoice],
+            summary="The styles you may generate with: the base model's, then personal styles")
+def styles(user: CurrentUser, db: SessionDep, runner: RunnerDep) -> list[StyleChoice]:
+    from easel.server import services
+
+    out = [StyleChoice(value=s, label=s, personal=False) for s in services.base_styles()]
+    out += [StyleChoice(value=p["ref"], label=p["label"], personal=True)
+            for p in services.usable_personal_styles(db, user, runner.base_unet_sha256())]
+    return out
 
 
 @router.get("/jobs", response_model=list[JobPublic], summary="Your recent jobs, newest first")
