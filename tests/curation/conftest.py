@@ -79,7 +79,7 @@ def _build(root: Path) -> Path:
     with registry_session(url) as session:
         fox = works_by_source(session, ["alpha:fox-face"])["alpha:fox-face"]
         set_optout(session, session.get(Artist, "alpha"), fox.id)
-    build_corpus(settings.sources_dir, settings.corpus_dir, sets, size=32, workers=1, progress=False)
+    build_corpus(settings.sources_dir, settings.corpus_dir, sets, size=64, workers=1, progress=False)
     return home
 
 

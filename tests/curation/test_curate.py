@@ -55,7 +55,7 @@ def local_ray() -> object:
 
 
 def test_decisions_reasons_and_outputs(curation_home: Path) -> None:
-    corpus = curation_home / "corpus" / "32px"
+    corpus = curation_home / "corpus" / "64px"
     out = curation_home / "curated"
     result = curate(corpus, out, _config(curation_home), progress=False)
     rows = _rows(out)
@@ -82,7 +82,7 @@ def test_decisions_reasons_and_outputs(curation_home: Path) -> None:
 
 
 def test_gone_and_corrupt_files_are_dropped_and_the_run_goes_on(curation_home: Path) -> None:
-    corpus = curation_home / "corpus" / "32px"
+    corpus = curation_home / "corpus" / "64px"
     (corpus / "images" / "alpha" / "shape-03.png").unlink()
     (corpus / "images" / "beta" / "beta-2.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a picture")
     (corpus / "images" / "alpha" / "shape-05.png").write_bytes(
@@ -99,7 +99,7 @@ def test_gone_and_corrupt_files_are_dropped_and_the_run_goes_on(curation_home: P
 
 
 def test_missing_column_is_refused_before_anything_is_written(curation_home: Path) -> None:
-    table = load_manifest(curation_home / "corpus" / "32px").drop_columns(["attribution"])
+    table = load_manifest(curation_home / "corpus" / "64px").drop_columns(["attribution"])
     bad = curation_home / "bad.parquet"
     pq.write_table(table, bad)
     with pytest.raises(BadInput, match="lacks column"):
@@ -111,7 +111,7 @@ def test_consent_fails_closed(curation_home: Path) -> None:
     config = _config(
         curation_home, db_url="postgresql+psycopg://nobody@127.0.0.1:1/none", stages=("consent", "integrity")
     )
-    result = curate(curation_home / "corpus" / "32px", curation_home / "out", config, progress=False)
+    result = curate(curation_home / "corpus" / "64px", curation_home / "out", config, progress=False)
     assert result.kept == 0
     assert all("consent could not be checked" in r["reason"] for r in _rows(curation_home / "out").values())
 
@@ -187,7 +187,7 @@ def test_attribution_rule(spdx: str, text: str, problem: str | None) -> None:
 
 
 def test_ray_engine_gives_the_same_manifest(curation_home: Path, local_ray: object) -> None:
-    corpus = curation_home / "corpus" / "32px"
+    corpus = curation_home / "corpus" / "64px"
     local = curate(corpus, curation_home / "local", _config(curation_home), progress=False)
     on_ray = curate(corpus, curation_home / "ray", _config(curation_home), engine="ray", progress=False)
     assert on_ray.dataset_id == local.dataset_id
@@ -204,7 +204,7 @@ def test_unreachable_ray_address_is_a_clear_error(curation_home: Path) -> None:
     proc = run_cli(
         "corpus",
         "curate",
-        str(curation_home / "corpus" / "32px"),
+        str(curation_home / "corpus" / "64px"),
         "--out",
         str(out),
         "--engine",
@@ -216,7 +216,7 @@ def test_unreachable_ray_address_is_a_clear_error(curation_home: Path) -> None:
     assert not out.exists()
     with pytest.raises(EaselError):
         curate(
-            curation_home / "corpus" / "32px",
+            curation_home / "corpus" / "64px",
             out,
             _config(curation_home),
             engine="ray",
@@ -226,7 +226,7 @@ def test_unreachable_ray_address_is_a_clear_error(curation_home: Path) -> None:
 
 
 def test_killed_run_resumes_to_the_same_result(curation_home: Path) -> None:
-    corpus = curation_home / "corpus" / "32px"
+    corpus = curation_home / "corpus" / "64px"
     out = curation_home / "killed"
     args = [
         sys.executable,

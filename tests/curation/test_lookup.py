@@ -29,7 +29,7 @@ def _edited(path: Path) -> Path:
 def test_lookup_finds_trained_works_and_not_opted_out_ones(curation_home: Path) -> None:
     from easel.config import get_settings
 
-    corpus = curation_home / "corpus" / "32px"
+    corpus = curation_home / "corpus" / "64px"
     out = curation_home / "curated"
     result = curate(
         corpus, out, _config(curation_home, stages=("consent", "integrity", "duplicates")), progress=False

@@ -142,14 +142,14 @@ def check_ray_address(address: str) -> None:
 
 def start_ray(address: str | None, num_cpus: int | None) -> None:
     """Join the cluster at ``address`` or start a local Ray (reusing one this process started)."""
+    # On a busy machine a local raylet needs more than Ray's default 30 s to register
+    # (measured here: a start at nice 10 beside a training run timed out). Ray reads it on import.
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", str(RAY_START_WAIT_S))
     import ray
 
     if ray.is_initialized():
         return
     env = {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
-    # On a busy machine a local raylet needs more than Ray's default 30 s to register
-    # (measured here: a start at nice 10 beside a training run timed out).
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", str(RAY_START_WAIT_S))
     try:
         if address:
             ray.init(address=address, runtime_env=env, log_to_driver=False)
