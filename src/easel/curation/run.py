@@ -46,6 +46,8 @@ CURATED = "curated.parquet"
 MANIFEST = "manifest.parquet"
 PROGRESS = "progress.json"
 PARTS = "parts"
+MAX_BLOCKS = 10_000
+"""At most this many blocks for Ray's first pass (one per batch below that)."""
 ACTOR_CPUS = 0.5
 """CPUs a Ray worker of the first pass books; a node with C CPUs runs C workers and its reads."""
 RAY_CONNECT_TIMEOUT_S = 5.0
@@ -181,6 +183,9 @@ def _ray_pass1(
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ds = ray.data.read_parquet(str(source))
+    # A manifest is often one row group, which Ray reads as one block that only one worker
+    # would then see: split it so that every worker gets batches.
+    ds = ds.repartition(max(1, min(MAX_BLOCKS, -(-total // config.batch_size))))
     ds = ds.map_batches(
         FirstPass,
         fn_constructor_kwargs={"config": config, "parts_dir": str(parts_dir)},
