@@ -111,8 +111,12 @@ def _load(manifest: Path, split: str, limit: int) -> tuple[list[Image.Image], li
 
 
 def evaluate(encoder: DescriptorEncoder, manifest: Path, split: str = "test", limit: int = 0,
-             progress: bool = True) -> dict[str, Any]:
-    """All figures as a JSON-ready dict (see the module docstring for definitions)."""
+             progress: bool = True, pdq: bool = True, text: bool = True) -> dict[str, Any]:
+    """All figures as a JSON-ready dict (see the module docstring for definitions).
+
+    ``pdq=False`` skips PDQ of the queries (the baseline columns) and ``text=False`` the
+    text-to-image figure: a quick copy and style check costs a fraction of the full run.
+    """
     from tqdm import tqdm
 
     from easel.registry.fingerprint import fingerprint, pdq_of_array, prepare
@@ -138,15 +142,16 @@ def evaluate(encoder: DescriptorEncoder, manifest: Path, split: str = "test", li
         t0 = time.perf_counter()
         q_copy = describe(encoder, queries).copy.numpy()
         throughput_s += time.perf_counter() - t0
-        copy_scores = q_copy @ ref_copy.T
-        fps = [fingerprint(q) for q in queries]
-        q_bits = _bits([h for fp in fps for h in fp.dihedral])
-        pdq = _hamming(q_bits, ref_bits).reshape(n, 8, n).min(axis=1)
-        per_attack[name] = {"copy": copy_scores, "pdq": -pdq.astype(np.float32)}
+        per_attack[name] = {"copy": q_copy @ ref_copy.T}
+        if pdq:
+            fps = [fingerprint(q) for q in queries]
+            q_bits = _bits([h for fp in fps for h in fp.dihedral])
+            distance = _hamming(q_bits, ref_bits).reshape(n, 8, n).min(axis=1)
+            per_attack[name]["pdq"] = -distance.astype(np.float32)
         bar.update(n)
     bar.close()
 
-    for method in ("copy", "pdq"):
+    for method in ("copy", "pdq") if pdq else ("copy",):
         negatives = np.concatenate([s[method][negative_mask] for s in per_attack.values()])
         threshold = threshold_at(negatives, FPR_TARGET)
         report[f"{method}_threshold_fpr_1e-4"] = threshold
@@ -169,41 +174,51 @@ def evaluate(encoder: DescriptorEncoder, manifest: Path, split: str = "test", li
 
     report.update(style_retrieval(ref_style, sets))
 
+    report["descriptor_images_per_s"] = len(ATTACKS) * n / max(throughput_s, 1e-9)
+    if not text:
+        report["seconds"] = time.monotonic() - started
+        return report
+
     # text -> image
     from easel.diffusion.text_encoder import get_text_encoder
 
     distinct = sorted(set(captions))
-    text = get_text_encoder().encode(distinct).pooled.numpy()
-    ranked = np.argsort(-(text @ ref_content.T), axis=1)[:, :5]
+    text_vectors = get_text_encoder().encode(distinct).pooled.numpy()
+    ranked = np.argsort(-(text_vectors @ ref_content.T), axis=1)[:, :5]
     cap = np.array(captions)
     hits = (cap[ranked] == np.array(distinct)[:, None]).any(axis=1)
     report["text_to_image_recall@5"] = float(hits.mean())
     report["text_queries"] = len(distinct)
-
-    report["descriptor_images_per_s"] = len(ATTACKS) * n / max(throughput_s, 1e-9)
     report["seconds"] = time.monotonic() - started
     return report
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The report as a plain-text table."""
+    """The report as a plain-text table (PDQ columns and the text figure when they were run)."""
+    has_pdq = "pdq_recall_at_fpr_1e-4" in report
     lines = [f"split {report['split']}: {report['icons']} icons, {len(report['attacks'])} attacks, "
              f"{report['copy_negatives']} negative pairs",
-             f"{'attack':22} {'copy R@1e-4':>11} {'top1':>6} {'µAP':>6} | {'PDQ R@1e-4':>10} "
-             f"{'top1':>6} {'µAP':>6}"]
+             f"{'attack':22} {'copy R@1e-4':>11} {'top1':>6} {'µAP':>6}"
+             + (f" | {'PDQ R@1e-4':>10} {'top1':>6} {'µAP':>6}" if has_pdq else "")]
     for name, r in report["attacks"].items():
-        c, p = r["copy"], r["pdq"]
-        lines.append(f"{name:22} {c['recall_at_fpr_1e-4']:11.3f} {c['top1']:6.3f} {c['uAP']:6.3f} | "
-                     f"{p['recall_at_fpr_1e-4']:10.3f} {p['top1']:6.3f} {p['uAP']:6.3f}")
-    lines.append(f"{'mean':22} {report['copy_recall_at_fpr_1e-4']:11.3f} {'':6} {report['copy_uAP']:6.3f} | "
-                 f"{report['pdq_recall_at_fpr_1e-4']:10.3f} {'':6} {report['pdq_uAP']:6.3f}")
+        c = r["copy"]
+        line = f"{name:22} {c['recall_at_fpr_1e-4']:11.3f} {c['top1']:6.3f} {c['uAP']:6.3f}"
+        if has_pdq:
+            p = r["pdq"]
+            line += f" | {p['recall_at_fpr_1e-4']:10.3f} {p['top1']:6.3f} {p['uAP']:6.3f}"
+        lines.append(line)
+    mean = f"{'mean':22} {report['copy_recall_at_fpr_1e-4']:11.3f} {'':6} {report['copy_uAP']:6.3f}"
+    if has_pdq:
+        mean += f" | {report['pdq_recall_at_fpr_1e-4']:10.3f} {'':6} {report['pdq_uAP']:6.3f}"
+    lines.append(mean)
     lines.append(f"copy threshold at FPR 1e-4: {report['copy_threshold_fpr_1e-4']:.4f}; calibration "
                  f"{report['copy_calibration']}")
     lines.append(f"style mAP@10 {report['style_mAP@10']:.3f}, recall@1 {report['style_recall@1']:.3f}; "
                  f"different-set thresholds {report['style_calibration']}")
     for s, r in report["style_by_set"].items():
         lines.append(f"  {s:20} mAP@10 {r['mAP@10']:.3f} recall@1 {r['recall@1']:.3f} ({r['icons']} icons)")
-    lines.append(f"text→image recall@5 {report['text_to_image_recall@5']:.3f} over "
-                 f"{report['text_queries']} captions")
+    if "text_to_image_recall@5" in report:
+        lines.append(f"text→image recall@5 {report['text_to_image_recall@5']:.3f} over "
+                     f"{report['text_queries']} captions")
     lines.append(f"descriptors {report['descriptor_images_per_s']:.0f} images/s; {report['seconds']:.0f} s")
     return "\n".join(lines)
