@@ -169,7 +169,8 @@ def audit_train(
                                      help="Checkpoint folder (outside the work tree); resumed."),
     out: Path = typer.Option(Path("descriptors-model"), "--out", help="Where to save the model."),
     steps: int = typer.Option(400, "--steps", help="Total optimiser steps (cosine schedule)."),
-    minutes: float = typer.Option(30.0, "--minutes", help="Stop after this much wall time."),
+    minutes: float = typer.Option(30.0, "--minutes", help="Stop after this much training wall time "
+                                 "(summed over resumed runs; the cosine schedule ends there too)."),
     batch_size: int = typer.Option(96, "--batch-size", help="Icons per step (two views each)."),
     threads: int = typer.Option(1, "--threads", help="Torch threads (1 on a shared machine)."),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
