@@ -17,7 +17,6 @@ Engines: ``local`` (in-process, a progress bar) and ``ray`` (Ray Data ``map_batc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -72,11 +71,9 @@ class CurateResult:
 
 def input_digest(path: Path) -> str:
     """sha256 of the input manifest file (a resumed run must read the very same input)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from easel.corpus.sources import sha256_file
+
+    return sha256_file(path)
 
 
 def write_part(table: pa.Table, parts_dir: Path) -> Path:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from easel.diffusion.pipeline import EaselPipeline
 
+from easel.corpus.sources import sha256_file
 from easel.errors import BadInput, EaselError
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,6 @@ class StyleTrainConfig:
     threads: int = 1
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def base_identity(model_dir: Path) -> dict[str, str]:
