@@ -275,6 +275,7 @@ class JobRunner:
         self._threads: list[threading.Thread] = []
         self._jobs: OrderedDict[str, JobHandle] = OrderedDict()
         self._lock = threading.Lock()
+        self._finishing: set[str] = set()  # jobs whose final state is being written
         self._submit_lock = threading.Lock()
         self.model_id = ""
         self.dataset_id: str | None = None
@@ -597,16 +598,24 @@ class JobRunner:
         from easel.registry.store import registry_session
 
         with self._lock:
-            if handle.state in TERMINAL_STATES:
+            if handle.state in TERMINAL_STATES or handle.id in self._finishing:
                 return
-            handle.state = state
-            handle.error = error
+            self._finishing.add(handle.id)
         from sqlalchemy import update
 
-        with registry_session(self.url) as session:  # only while this server still owns the job
-            session.execute(update(Job).where(Job.id == handle.id, Job.server_id == self.server_id).values(
-                state=state, error=error, result=list(handle.result), finished_at=datetime.now(UTC))
-                .execution_options(synchronize_session=False))
+        try:
+            # The row first, then the live state: whoever sees the job finished (a poll, the event
+            # stream) must find the database agreeing, e.g. a cancelled job no longer on the quota.
+            with registry_session(self.url) as session:  # only while this server still owns the job
+                session.execute(update(Job).where(Job.id == handle.id, Job.server_id == self.server_id)
+                                .values(state=state, error=error, result=list(handle.result),
+                                        finished_at=datetime.now(UTC))
+                                .execution_options(synchronize_session=False))
+        finally:
+            with self._lock:
+                handle.state = state
+                handle.error = error
+                self._finishing.discard(handle.id)
         self._bump(handle)
         handle.done_event.set()
 
