@@ -112,16 +112,17 @@ def model(
         raise BadInput("give --model or --reference, not both")
     if steps < 1 or steps > 1000:
         raise BadInput(f"--steps must be between 1 and 1000, got {steps}")
-    model_id = None
+    model_id, target = None, None
     if record:
         from easel.diffusion.model_card import read_model_card
         from easel.diffusion.pipeline import SHIPPED_MODEL_DIR
 
         if reference is not None:
             raise BadInput("--record writes into a model's card; a --reference has none")
-        model_id = read_model_card(model_dir or SHIPPED_MODEL_DIR).get("model_id")
+        target = model_dir or SHIPPED_MODEL_DIR
+        model_id = read_model_card(target).get("model_id")
         if model_id is None:
-            raise BadInput(f"{model_dir or SHIPPED_MODEL_DIR} has no model card to record into",
+            raise BadInput(f"{target} has no model card to record into",
                            hint="record only into model directories written by `easel train base`")
     corpus, settings = _corpus(manifest)
     rows = select_prompts(corpus, split=split, n=n, seed=seed)
@@ -151,11 +152,9 @@ def model(
     if json_out:
         _write_json(json_out, report)
         typer.echo(f"wrote {json_out}")
-    if record and model_id is not None:
+    if target is not None and model_id is not None:
         from easel.diffusion.model_card import record_evaluation
-        from easel.diffusion.pipeline import SHIPPED_MODEL_DIR
 
-        target = model_dir or SHIPPED_MODEL_DIR
         record_evaluation(target, json.loads(json.dumps(report, default=str)), model_id)
         typer.echo(f"recorded the figures in {target / 'model_card.json'}")
 
