@@ -6,6 +6,7 @@ Peak memory is the largest sum of resident set sizes of this process and all its
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -75,6 +76,28 @@ def run_engine(source: Path, out: Path, config: Any, engine: str, ray_cpus: int)
         "peak_rss_mib": round(mem.peak / 2**20),
         "driver_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+
+
+def compare_engines(source: Path, root: Path, config: Any, engines: list[str], ray_cpus: int,
+                    report: dict[str, Any], json_path: Path | None,
+                    extra: tuple[str, ...] = ()) -> None:
+    """Curate ``source`` with each engine into ``root/curated/<engine>``, then print (and write to
+    ``json_path``) ``report`` with every run, the drop reasons, ``extra`` summaries
+    (``"skin_tones"``) and whether all engines gave the same dataset id."""
+    runs = []
+    for engine in engines:
+        out = root / "curated" / engine
+        figures = run_engine(source, out, config, engine, ray_cpus)
+        print(json.dumps(figures), flush=True)
+        runs.append(figures)
+        report["reasons"] = reasons(out)
+        if "skin_tones" in extra:
+            report["skin_tones"] = tone_variants(out)
+    report["runs"] = runs
+    report["same_dataset_id"] = len({r["dataset_id"] for r in runs}) == 1
+    print(json.dumps(report, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def reasons(out: Path) -> dict[str, int]:

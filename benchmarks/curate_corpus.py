@@ -22,7 +22,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from benchmarks.curate_common import reasons, run_engine, tone_variants
+from benchmarks.curate_common import compare_engines
 
 
 def copy_registry(source: Path, home: Path) -> str:
@@ -136,19 +136,8 @@ def main() -> None:
         encoder=None if args.no_descriptors else "",
         consent_at="2026-11-23T21:00:00+00:00",
     )
-    runs = []
-    for engine in args.engines:
-        out = args.home / "curated" / engine
-        figures = run_engine(args.manifest, out, config, engine, args.ray_cpus)
-        print(json.dumps(figures), flush=True)
-        runs.append(figures)
-        report["reasons"] = reasons(out)
-        report["skin_tones"] = tone_variants(out)
-    report["runs"] = runs
-    report["same_dataset_id"] = len({r["dataset_id"] for r in runs}) == 1
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    compare_engines(args.manifest, args.home, config, args.engines, args.ray_cpus, report, args.json,
+                    extra=("skin_tones",))
 
 
 if __name__ == "__main__":

@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.curate_common import reasons, run_engine
+from benchmarks.curate_common import compare_engines
 
 ARTIST = "synthetic"
 
@@ -192,18 +191,7 @@ def main() -> None:
         "descriptors": not args.no_descriptors,
         "cpu_count": os.cpu_count(),
     }
-    runs = []
-    for engine in args.engines:
-        out = args.dir / "curated" / engine
-        figures = run_engine(manifest, out, config, engine, args.ray_cpus)
-        print(json.dumps(figures), flush=True)
-        runs.append(figures)
-        report["reasons"] = reasons(out)
-    report["runs"] = runs
-    report["same_dataset_id"] = len({r["dataset_id"] for r in runs}) == 1
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    compare_engines(manifest, args.dir, config, args.engines, args.ray_cpus, report, args.json)
 
 
 if __name__ == "__main__":

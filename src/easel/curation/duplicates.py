@@ -151,20 +151,12 @@ def find_duplicates(table: pa.Table) -> dict[str, Duplicate]:
         item = candidates[a]["item_id"]
         near = neighbours[a]
         refusing = sorted((b for b in near if b >= n_cand), key=lambda b: pool[b]["item_id"])
-        if refusing:
-            b = refusing[0]
-            out[item] = Duplicate(
-                pool[b]["item_id"],
-                f"duplicate of {pool[b]['item_id']} ({evidence(*near[b])}), whose owner refused its use",
-            )
-            continue
         earlier = sorted(b for b in near if b in kept)  # candidate rows are in rank order
-        if earlier:
-            b = earlier[0]
-            out[item] = Duplicate(
-                pool[b]["item_id"],
-                f"duplicate of {pool[b]['item_id']} ({evidence(*near[b])}), registered earlier",
-            )
+        if refusing or earlier:
+            b, why = ((refusing[0], "whose owner refused its use") if refusing
+                      else (earlier[0], "registered earlier"))
+            other = pool[b]["item_id"]
+            out[item] = Duplicate(other, f"duplicate of {other} ({evidence(*near[b])}), {why}")
             continue
         kept.add(a)
     return out
