@@ -101,3 +101,32 @@ def test_pooled_only_unet_has_no_attention() -> None:
             a = unet(x, torch.tensor([500.0]), class_labels=pooled, **kwargs).sample
             b = unet(x, torch.tensor([500.0]), class_labels=-pooled, **kwargs).sample
         assert not torch.allclose(a, b)  # the pooled prompt embedding reaches the output
+
+
+def test_cooldown_schedule() -> None:
+    """Warm-up, constant, then a linear cool-down to 0 that starts where the branch begins."""
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=10, cooldown_steps=100, cooldown_start=500)
+    assert config.lr_at(0) == 1e-4 and config.lr_at(9) == 1e-3 and config.lr_at(499) == 1e-3
+    assert abs(config.lr_at(550) - 5e-4) < 1e-12 and config.lr_at(600) == 0.0
+    assert TrainConfig(learning_rate=1e-3, warmup_steps=10).lr_at(10_000) == 1e-3
+
+
+def test_cooldown_branch_resumes_and_stops(tmp_path: Path, monkeypatch) -> None:
+    import easel.diffusion.training as training
+    from easel.diffusion import tiny
+
+    monkeypatch.setattr(training, "unet_config", lambda *_a, **_k: tiny.tiny_unet().config)
+    enc = encode_training_set(tiny_set(), tiny_vae(), tmp_path, progress=False)
+    main = tmp_path / "main.pt"
+    stable = TrainConfig(batch_size=4, warmup_steps=1, checkpoint_minutes=100)
+    train_denoiser(enc, main, stable, max_steps=10, progress=False)
+    branch = tmp_path / "branch.pt"
+    branch.write_bytes(main.read_bytes())
+    cool = TrainConfig(batch_size=4, warmup_steps=1, checkpoint_minutes=100, cooldown_steps=12)
+    part = train_denoiser(enc, branch, cool, max_steps=16, progress=False)
+    assert part.step == 16 and part.config.cooldown_start == 10
+    # Resumed with no step limit, the branch keeps its start and stops where the decay ends.
+    done = train_denoiser(enc, branch, cool, progress=False)
+    assert done.step == 22 and done.config.cooldown_start == 10
+    assert done.config.lr_at(done.step) == 0.0
+    assert torch.load(main, weights_only=False)["step"] == 10  # the main checkpoint is untouched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
@@ -88,11 +89,17 @@ def base(
     width: int = typer.Option(64, help="UNet base width (channels: w, 2w, 2w)."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
+    cooldown_steps: int = typer.Option(0, "--cooldown-steps", help="Branch off a cool-down for "
+                                       "shipping: decay the learning rate linearly to 0 over this "
+                                       "many steps on a copy, <checkpoint>.cooldown.pt (resumed if "
+                                       "there), leaving the main checkpoint to train on."),
 ) -> None:
     """Train the text-to-image denoiser on a consented manifest and write a model directory.
 
     Refuses to start if any manifest item is not allowed for train_base at this moment.
     Holds the Streamline set out (for style personalisation). Resumes from the checkpoint.
+    The learning rate warms up, then stays constant, so a run can go on across sessions;
+    --cooldown-steps branches off a decayed copy to ship.
     """
     from diffusers import AutoencoderKL
 
@@ -106,18 +113,25 @@ def base(
     )
     from easel.errors import BadInput
 
-    if minutes is None and steps is None:
+    if minutes is None and steps is None and not cooldown_steps:
         raise BadInput("give --minutes or --steps so training knows when to stop")
+    if cooldown_steps < 0:
+        raise BadInput(f"--cooldown-steps must be 0 or more, got {cooldown_steps}")
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     _threads(threads)
     path = _manifest(manifest)
     consent = consent_check(path)
-    config = TrainConfig(batch_size=batch_size, unet_width=width)
+    config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))
     vae_model = AutoencoderKL.from_pretrained(str(vae) if vae else str(init_from / "vae"))
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
     enc = encode_training_set(data, vae_model, ckpt.parent)
+    if cooldown_steps:
+        branch = ckpt.with_name(ckpt.stem + ".cooldown.pt")
+        if not branch.exists() and ckpt.exists():
+            shutil.copyfile(ckpt, branch)
+        ckpt = branch
     state = train_denoiser(enc, ckpt, config, minutes=minutes, max_steps=steps, device=device,
                            init_from=init_from)
     from easel.diffusion.model_card import carried_learning_curve, read_model_card
@@ -125,7 +139,7 @@ def base(
     # Keep the learning curve `easel eval model --record` wrote into earlier exports of this run.
     previous = read_model_card(out) or (read_model_card(init_from) if init_from else {})
     curve = carried_learning_curve(previous, data.dataset_id, state.step)
-    export_base_model(out, state, vae_model, data, config, upscaler, consent_events=len(consent),
+    export_base_model(out, state, vae_model, data, state.config or config, upscaler, consent_events=len(consent),
                       device=device, autoencoder=read_autoencoder_record(vae or init_from / "vae"),
                       extra={"learning_curve": curve} if curve else None)
     from easel.db import session_scope

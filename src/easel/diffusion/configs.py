@@ -82,9 +82,21 @@ class TrainConfig:
     seed: int = 0
     checkpoint_minutes: float = 5.0
     held_out_sets: list[str] = field(default_factory=lambda: ["streamline-emojis"])
+    # Learning-rate schedule: warm-up, then constant; a cool-down branch (for shipping) decays
+    # it linearly to 0 over ``cooldown_steps`` steps from ``cooldown_start`` (a step count).
+    cooldown_steps: int = 0
+    cooldown_start: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based)."""
+        lr = self.learning_rate * min(1.0, (step + 1) / self.warmup_steps)
+        if self.cooldown_steps and self.cooldown_start is not None:
+            done = (step - self.cooldown_start) / self.cooldown_steps
+            lr *= min(1.0, max(0.0, 1.0 - done))
+        return lr
 
 
 @dataclass

@@ -48,6 +48,16 @@ def datasheet_lines(card: dict[str, Any]) -> list[str]:
     return [f"- datasheet: [{Path(sheet).name}]({sheet})"] if sheet else []
 
 
+def schedule_text(config: dict[str, Any]) -> str:
+    """The learning-rate schedule of a training config, in words."""
+    text = (f"{config.get('learning_rate')} after {config.get('warmup_steps')} warm-up steps, "
+            f"EMA {config.get('ema_decay')}")
+    if config.get("cooldown_steps"):
+        text += (f"; cooled down linearly to 0 over the last {config['cooldown_steps']} steps "
+                 f"(from step {config.get('cooldown_start')})")
+    return text
+
+
 def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
     """Write ``model_card.json`` and a readable ``MODEL_CARD.md``."""
     (model_dir / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
@@ -73,6 +83,7 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
               "", "## Training", "",
               f"- steps: {t['steps']}, samples seen: {t['samples']}, batch {t['config']['batch_size']}",
               f"- wall time: {t['seconds'] / 60:.1f} min, CPU time: {t['cpu_seconds'] / 3600:.2f} CPU-hours",
+              f"- learning rate: {schedule_text(t['config'])}",
               f"- device: {t['device']}; easel {card['easel_version']}",
               f"- final training loss (mean of the last 20 steps): {t['final_loss']}"]
     ae = card.get("autoencoder")

@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +250,7 @@ class BaseTrainState:
     seconds: float
     cpu_seconds: float
     losses: list[float]
+    config: TrainConfig | None = None  # as trained (a cool-down knows where it started)
 
 
 LOSS_WINDOW = 20  # the loss curve records the mean of every 20 consecutive steps
@@ -280,6 +281,9 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         step, samples = state["step"], state["samples"]
         seconds, cpu_seconds = state["seconds"], state["cpu_seconds"]
         losses = state.get("losses", [])
+        saved_start = state.get("config", {}).get("cooldown_start")
+        if config.cooldown_steps and saved_start is not None:
+            config = replace(config, cooldown_start=saved_start)  # resuming a cool-down
         log.info("resumed denoiser at step %d (%d samples, %.0f s)", step, samples, seconds)
     elif init_from is not None:
         from easel.diffusion.model_card import read_model_card
@@ -292,6 +296,12 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         seconds, cpu_seconds = float(trained.get("seconds", 0.0)), float(trained.get("cpu_seconds", 0.0))
         losses = list(trained.get("loss_curve_mean_per_20_steps", []))
         log.info("starting from %s at step %d", init_from, step)
+
+    if config.cooldown_steps:
+        if config.cooldown_start is None:
+            config = replace(config, cooldown_start=step)
+        end = config.cooldown_start + config.cooldown_steps
+        max_steps = end if max_steps is None else min(max_steps, end)
 
     def save() -> None:
         atomic_save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
@@ -317,7 +327,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
             sigmas = torch.sigmoid(config.logit_normal_mean + config.logit_normal_std
                                    * torch.randn(config.batch_size, generator=gen)).to(dev)
             emb = _batch_embeddings(enc, idx, config, gen).to(dev)
-            lr = config.learning_rate * min(1.0, (step + 1) / config.warmup_steps)
+            lr = config.lr_at(step)
             for group in opt.param_groups:
                 group["lr"] = lr
             loss = latent_velocity_loss(unet, latents, noise, sigmas, emb)
@@ -346,7 +356,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
     bar.close()
     save()
     unet.eval()
-    return BaseTrainState(unet.cpu(), ema.cpu(), step, samples, seconds, cpu_seconds, losses)
+    return BaseTrainState(unet.cpu(), ema.cpu(), step, samples, seconds, cpu_seconds, losses, config)
 
 
 def new_scheduler() -> FlowMatchEulerDiscreteScheduler:
