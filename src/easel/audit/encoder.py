@@ -27,6 +27,8 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from easel.images import rgb_on_white
+
 COPY_KIND = "easel-copy-v1"
 """``WorkDescriptor.kind`` of copy descriptors made by the shipped encoder."""
 STYLE_KIND = "easel-style-v1"
@@ -110,15 +112,7 @@ class DescriptorEncoder(ModelMixin, ConfigMixin):
 def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
     """The picture as the encoder sees it: composited on white, padded to a square with white,
     resized to ``size``² (Lanczos); uint8 ``[size x size x 3]``."""
-    if image.mode != "RGB":
-        if image.mode.startswith("I") or image.mode == "F":  # 16-bit or float grey: rescale
-            grey = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if grey.max(initial=0) > 255 else 255.0
-            image = Image.fromarray(np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        image = canvas
+    image = rgb_on_white(image)
     w, h = image.size
     if w != h:
         side = max(w, h)

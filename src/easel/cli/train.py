@@ -139,8 +139,9 @@ def base(
     # Keep the learning curve `easel eval model --record` wrote into earlier exports of this run.
     previous = read_model_card(out) or (read_model_card(init_from) if init_from else {})
     curve = carried_learning_curve(previous, data.dataset_id, state.step)
-    export_base_model(out, state, vae_model, data, state.config or config, upscaler, consent_events=len(consent),
-                      device=device, autoencoder=read_autoencoder_record(vae or init_from / "vae"),
+    export_base_model(out, state, vae_model, data, state.config or config, upscaler,
+                      consent_events=len(consent), device=device,
+                      autoencoder=read_autoencoder_record(vae or init_from / "vae"),
                       extra={"learning_curve": curve} if curve else None)
     from easel.db import session_scope
     from easel.registry.lineage import record_model

@@ -8,6 +8,7 @@ import resvg_py
 from PIL import Image
 
 from easel.errors import BadInput
+from easel.images import rgb_on_white
 
 SVG_NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
 
@@ -53,12 +54,7 @@ def render_svg(svg: str, size: int) -> Image.Image:
     image.load()
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.LANCZOS)
-    if image.mode != "RGB":
-        canvas = Image.new("RGB", image.size, (255, 255, 255))
-        rgba = image.convert("RGBA")
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        image = canvas
-    return image
+    return rgb_on_white(image)
 
 
 def png_bytes(image: Image.Image) -> bytes:

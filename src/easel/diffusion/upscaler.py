@@ -36,6 +36,7 @@ from PIL import Image, ImageFilter
 from torch import nn
 
 from easel.errors import BadInput, NotFound
+from easel.images import rgb_on_white
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +125,6 @@ class EaselUpscaler(ModelMixin, ConfigMixin):
 
 # ----------------------------------------------------------------------------- images ↔ tensors
 
-def _to_rgb_on_white(image: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited on white (as the corpus renders icons)."""
-    if image.mode == "RGB":
-        return image
-    rgba = image.convert("RGBA")
-    canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-    canvas.paste(rgba, mask=rgba.getchannel("A"))
-    return canvas
-
-
 def prepare_input(image: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
     """Bring any picture to the upscaler's input: RGB on white, square, ``size``×``size``.
 
@@ -141,7 +132,7 @@ def prepare_input(image: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
     (never stretched); a picture of another size is resized to ``size`` px with Lanczos
     (so a larger picture loses detail: the network only ever sees 64 px).
     """
-    image = _to_rgb_on_white(image)
+    image = rgb_on_white(image)
     width, height = image.size
     if width != height:
         side = max(width, height)

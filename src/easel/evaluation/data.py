@@ -136,15 +136,11 @@ def to_rgb_array(image: object, size: int = JUDGE_SIZE) -> np.ndarray:
     resized with a box/bilinear filter (any input size is accepted)."""
     from PIL import Image
 
+    from easel.images import rgb_on_white
+
     if not isinstance(image, Image.Image):
         raise BadInput(f"expected a PIL image, got {type(image).__name__}")
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        image = canvas
-    elif image.mode != "RGB":
-        image = image.convert("RGB")
+    image = rgb_on_white(image)
     if image.size != (size, size):
         smaller = image.size[0] > size
         image = image.resize((size, size), Image.Resampling.BOX if smaller else Image.Resampling.BILINEAR)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from easel.errors import BadInput
+from easel.images import rgb_on_white
 
 MAX_BYTES = 50 * 1024 * 1024
 """Largest upload accepted (50 MiB): far above any illustration, below memory trouble."""
@@ -46,17 +47,6 @@ class LoadedImage:
     height: int
     image: Image.Image  # RGB, alpha composited on white
     data: bytes
-
-
-def _on_white(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I", "F"):
-        image = image.convert("L")
-    rgba = image.convert("RGBA")
-    canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-    canvas.paste(rgba, mask=rgba.getchannel("A"))
-    return canvas
 
 
 def _looks_like_svg(data: bytes) -> bool:
@@ -157,6 +147,6 @@ def load_image(data: bytes, name: str = "image") -> LoadedImage:
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise BadInput(f"{name} is truncated or corrupt: {exc}",
                            hint="upload the complete file") from exc
-        image = _on_white(opened)
+        image = rgb_on_white(opened)
     return LoadedImage(hashlib.sha256(data).hexdigest(), RASTER_FORMATS[fmt], width, height,
                        image, data)

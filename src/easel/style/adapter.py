@@ -82,12 +82,10 @@ def pixels_of(picture: Image.Image, size: int) -> torch.Tensor:
     import torch
     from PIL import Image
 
-    image = picture
-    if image.mode in ("RGBA", "LA", "P"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    rgb = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    from easel.images import rgb_on_white
+
+    image = rgb_on_white(picture)
+    rgb = image.resize((size, size), Image.Resampling.LANCZOS)
     return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
