@@ -85,7 +85,8 @@ def test_icons_are_prepared_in_worker_processes_in_order() -> None:
 
 
 def test_every_trainer_refuses_a_manifest_that_lost_consent(easel_home: Path, fixture_packages: dict) -> None:
-    """`easel train autoencoder|base|upscaler` check the manifest against the registry *now*."""
+    """`easel train autoencoder|base|upscaler` and `easel audit train` check the manifest
+    against the registry *now*."""
     fetch_sources(easel_home / "sources", list(fixture_packages.values()))
     run_cli("registry", "import-corpus", check=True)
     for size in ("64", "256"):
@@ -95,10 +96,12 @@ def test_every_trainer_refuses_a_manifest_that_lost_consent(easel_home: Path, fi
     run_cli("registry", "consent", "revoke", heart, "-p", "train_base", "--as", "alpha", check=True)
 
     out = easel_home / "runs"
-    for args in (["autoencoder", "--out", str(out / "vae"), "--minutes", "0.01"],
-                 ["base", "--vae", str(out / "vae"), "--out", str(out / "model"), "--steps", "1"],
-                 ["upscaler", "--out", str(out / "up"), "--minutes", "0.01"]):
-        proc = run_cli("train", *args)
+    for args in (["train", "autoencoder", "--out", str(out / "vae"), "--minutes", "0.01"],
+                 ["train", "base", "--vae", str(out / "vae"), "--out", str(out / "model"), "--steps", "1"],
+                 ["train", "upscaler", "--out", str(out / "up"), "--minutes", "0.01"],
+                 ["audit", "train", "--out", str(out / "desc"), "--checkpoints", str(out / "desc-ckpt"),
+                  "--steps", "1"]):
+        proc = run_cli(*args)
         assert proc.returncode != 0, args
         assert "1 of 6 items" in proc.stderr and "alpha:red-heart" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr

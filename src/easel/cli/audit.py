@@ -32,6 +32,14 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="audit")
 
 
+def _corpus_manifest(size: int) -> Path:
+    """EASEL_HOME's corpus manifest of the ``size`` px build."""
+    from easel.config import get_settings
+    from easel.corpus.manifest import manifest_dir
+
+    return manifest_dir(get_settings().corpus_dir, size) / "manifest.parquet"
+
+
 def _auditor(session: Any, url: str, encoder_dir: Path | None) -> Any:
     from easel.audit.encoder import load_encoder
     from easel.audit.service import Auditor
@@ -163,8 +171,8 @@ def audit_index(
 
 @app.command("train")
 def audit_train(
-    manifest: Path = typer.Option(Path("/tmp/eh/corpus/64px/manifest.parquet"), "--manifest",
-                                  help="Corpus manifest (64 px build) to train on (train split)."),
+    manifest: Path | None = typer.Option(None, "--manifest", help="Corpus manifest (64 px build) to "
+                                         "train on (train split); default: EASEL_HOME's."),
     checkpoints: Path = typer.Option(Path.home() / ".cache" / "easel" / "descriptors", "--checkpoints",
                                      help="Checkpoint folder (outside the work tree); resumed."),
     out: Path = typer.Option(Path("descriptors-model"), "--out", help="Where to save the model."),
@@ -179,16 +187,22 @@ def audit_train(
     style_head_steps: int = typer.Option(0, "--style-head-steps", help="Then re-fit the style head "
                                          "on the frozen trunk for this many steps (seconds each 100)."),
 ) -> None:
-    """Train the descriptor encoder (copy, style, content heads) with resumable checkpoints."""
+    """Train the descriptor encoder (copy, style, content heads) with resumable checkpoints.
+
+    Like every trainer, refuses to start if any manifest item is not allowed for train_base now.
+    """
     import torch
 
     from easel.audit.training import TrainConfig, train
+    from easel.cli.train import consent_check
 
     torch.set_num_threads(threads)
+    manifest = manifest or _corpus_manifest(64)
     if not manifest.exists():
         raise BadInput(f"no manifest at {manifest}", hint="build one with `easel corpus build --size 64`")
     if init_from is not None and not (init_from / "config.json").exists():
         raise BadInput(f"no encoder at {init_from}", hint="pass a folder saved by `easel audit train`")
+    consent_check(manifest)
     cfg = TrainConfig(manifest=str(manifest), batch_size=batch_size, max_steps=steps, minutes=minutes,
                       lr=lr, init_from=str(init_from) if init_from else None,
                       style_head_steps=style_head_steps)
@@ -198,8 +212,8 @@ def audit_train(
 
 @app.command("eval")
 def audit_eval(
-    manifest: Path = typer.Option(Path("/tmp/eh/corpus/256px/manifest.parquet"), "--manifest",
-                                  help="Corpus manifest whose split is evaluated (256 px build)."),
+    manifest: Path | None = typer.Option(None, "--manifest", help="Corpus manifest whose split is "
+                                         "evaluated (256 px build); default: EASEL_HOME's."),
     split: str = typer.Option("test", "--split", help="Split to evaluate: test (report) or val "
                               "(threshold calibration)."),
     limit: int = typer.Option(0, "--limit", help="Use only this many icons of the split (0: all)."),
@@ -216,6 +230,7 @@ def audit_eval(
     from easel.audit.evaluate import evaluate, format_report
 
     torch.set_num_threads(1)
+    manifest = manifest or _corpus_manifest(256)
     if not manifest.exists():
         raise BadInput(f"no manifest at {manifest}", hint="build one with `easel corpus build --size 256`")
     report = evaluate(load_encoder(str(encoder_dir) if encoder_dir else None), manifest, split, limit,
