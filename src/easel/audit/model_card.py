@@ -9,6 +9,18 @@ from typing import Any
 from easel import __version__
 
 
+def train_command(config: dict[str, Any]) -> str:
+    """The ``easel audit train`` command line that a training config came from."""
+    parts = ["easel audit train", f"--manifest {config.get('manifest')}",
+             f"--steps {config.get('max_steps')}", f"--minutes {config.get('minutes')}",
+             f"--batch-size {config.get('batch_size')}", f"--lr {config.get('lr')}"]
+    if config.get("init_from"):
+        parts.append(f"--init-from {config['init_from']}")
+    if config.get("style_head_steps"):
+        parts.append(f"--style-head-steps {config['style_head_steps']}")
+    return " ".join(parts)
+
+
 def write_card(folder: Path, training: dict[str, Any], report: dict[str, Any] | None,
                notes: str = "") -> None:
     """Write ``card.json`` and ``README.md`` into the model ``folder``."""
@@ -34,8 +46,8 @@ def write_card(folder: Path, training: dict[str, Any], report: dict[str, Any] | 
         f"({training.get('train_items')} icons of sets {', '.join(training.get('sets', []))}); "
         "the val split calibrates thresholds, the test split is reported",
         f"- steps: {training.get('steps')} of batch {training.get('config', {}).get('batch_size')} "
-        "(two augmented views each), AdamW, cosine schedule, one CPU thread at low priority",
-        "- command: `easel audit train --steps 400 --minutes 34 --batch-size 96`",
+        "(two augmented views each), AdamW, cosine schedule, one CPU thread",
+        f"- command: `{train_command(training.get('config', {}))}`",
         "",
     ]
     if notes:

@@ -221,6 +221,8 @@ def audit_eval(
     out: Path | None = typer.Option(None, "--json", help="Write the figures to this JSON file."),
     quick: bool = typer.Option(False, "--quick", help="Copy and style only: skip PDQ of the queries "
                                "and the text-to-image figure (a fraction of the time)."),
+    card: bool = typer.Option(False, "--card", help="Write these figures into the encoder folder's "
+                              "model card (card.json, README.md); needs --encoder and a full run."),
 ) -> None:
     """Copy detection per attack (recall at FPR 1e-4, µAP; PDQ beside it), style mAP@10 and
     recall@1, text-to-image recall@5, on a split the encoder never trained on."""
@@ -233,9 +235,18 @@ def audit_eval(
     manifest = manifest or _corpus_manifest(256)
     if not manifest.exists():
         raise BadInput(f"no manifest at {manifest}", hint="build one with `easel corpus build --size 256`")
+    if card and (encoder_dir is None or quick):
+        raise BadInput("--card writes into an encoder folder's card from a full run",
+                       hint="pass --encoder DIR and leave out --quick")
     report = evaluate(load_encoder(str(encoder_dir) if encoder_dir else None), manifest, split, limit,
                       pdq=not quick, text=not quick)
     typer.echo(format_report(report))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
+    if card and encoder_dir is not None:
+        from easel.audit.model_card import write_card
+
+        training = json.loads((encoder_dir / "training.json").read_text())
+        write_card(encoder_dir, training, report)
+        typer.echo(f"model card written to {encoder_dir / 'README.md'}")
