@@ -30,11 +30,17 @@ def main() -> None:
     from easel.corpus.manifest import load_manifest
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--manifest", type=Path, default=Path("/tmp/eh/corpus/256px/manifest.parquet"))
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="256 px corpus manifest (default: EASEL_HOME's)")
     parser.add_argument("--encoder", default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.manifest is None:
+        from easel.config import get_settings
+        from easel.corpus.manifest import manifest_dir
+
+        args.manifest = manifest_dir(get_settings().corpus_dir, 256) / "manifest.parquet"
     encoder = load_encoder(args.encoder)
     rows = load_manifest(args.manifest).to_pylist()
     root = args.manifest.parent
@@ -56,7 +62,8 @@ def main() -> None:
     own = (q * ref[idx]).sum(axis=1)
     caught = int((own >= REGISTRY_COPY_THRESHOLD).sum())
     sweep = {f"{t:.3f}": {"false_refusals": int(((scores >= t) & other).any(axis=1).sum()),
-                          "caught": int((own >= t).sum())} for t in (0.9, 0.93, 0.945, 0.96, 0.979)}
+                          "caught": int((own >= t).sum())}
+             for t in sorted({*np.round(np.arange(0.70, 0.99, 0.02), 2).tolist(), REGISTRY_COPY_THRESHOLD})}
     result = {"registered": len(rows), "test_icons": len(idx), "threshold": REGISTRY_COPY_THRESHOLD,
               "false_refusals": false_refusals, "false_refusal_rate": false_refusals / len(idx),
               "attacked_copies_caught": caught, "caught_rate": caught / len(idx), "sweep": sweep}
