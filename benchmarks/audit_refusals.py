@@ -1,7 +1,7 @@
 """The registry's copy-descriptor refusal on the whole corpus: false refusals and caught copies.
 
 Every icon of the corpus (all splits, all sets) is a registered work of its set's artist. For
-each icon of the test split:
+each icon of the split (``--split``: test to report, val to choose the threshold):
 
 - *false refusal*: the icon itself, uploaded by its own artist, has a copy score at or above
   ``REGISTRY_COPY_THRESHOLD`` with a work of *another* set (the registry would refuse it);
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=None,
                         help="256 px corpus manifest (default: EASEL_HOME's)")
     parser.add_argument("--encoder", default=None)
+    parser.add_argument("--split", default="test", help="icons uploaded: test (report) or val (choose)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -45,7 +46,7 @@ def main() -> None:
     rows = load_manifest(args.manifest).to_pylist()
     root = args.manifest.parent
     sets = np.array([r["set_id"] for r in rows])
-    test = np.array([r["split"] == "test" for r in rows])
+    test = np.array([r["split"] == args.split for r in rows])
     vectors = []
     for start in range(0, len(rows), 512):
         pictures = [Image.open(root / r["png_path"]).convert("RGB") for r in rows[start:start + 512]]
@@ -64,7 +65,8 @@ def main() -> None:
     sweep = {f"{t:.3f}": {"false_refusals": int(((scores >= t) & other).any(axis=1).sum()),
                           "caught": int((own >= t).sum())}
              for t in sorted({*np.round(np.arange(0.70, 0.99, 0.02), 2).tolist(), REGISTRY_COPY_THRESHOLD})}
-    result = {"registered": len(rows), "test_icons": len(idx), "threshold": REGISTRY_COPY_THRESHOLD,
+    result = {"registered": len(rows), "split": args.split, "uploaded_icons": len(idx),
+              "threshold": REGISTRY_COPY_THRESHOLD,
               "false_refusals": false_refusals, "false_refusal_rate": false_refusals / len(idx),
               "attacked_copies_caught": caught, "caught_rate": caught / len(idx), "sweep": sweep}
     print(json.dumps(result, indent=2))

@@ -1,0 +1,114 @@
+"""How often would the output guard refuse the embedded model's pictures, and how often real
+drawings nobody copied? Calibrates ``NEAR_COPY_THRESHOLD`` against what the guard really sees.
+
+Every icon of the 256 px corpus (all splits and sets) stands for a registered work. Measured,
+for each query, the highest copy score against all registered works:
+
+- *generated*: the shipped model's pictures for the evaluation prompts (``--split``; fixed
+  seeds, default settings) — the guard's real traffic;
+- *unseen real*: real icons of the val split scored against every *other* registered work,
+  leaving out the icon itself and its PDQ twins (skin-tone variants of one drawing) — drawings
+  nobody copied, so a score above a threshold is a false alarm;
+- *attacked copies*: the same val icons blurred, JPEG-compressed, recoloured, or 20 %-cropped,
+  rotated 10° and bordered, each scored with its original — copies the guard must stop.
+
+    EASEL_HOME=<home with 64 and 256 px builds> .venv/bin/python benchmarks/guard_rate.py \\
+        [--encoder DIR] [--model DIR] [--n 140] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+GUARD_ATTACKS = ("blur", "jpeg30", "recolour", "crop80+rot10+border")
+"""Copies the guard must stop: a regurgitated training icon comes out soft, re-coded or
+recoloured more often than cropped and rotated; the registry test's attack is kept beside."""
+
+
+def main() -> None:
+    from easel.audit.augment import ATTACKS
+    from easel.audit.encoder import describe, load_encoder
+    from easel.audit.evaluate import _bits, _hamming, variant_key
+    from easel.audit.thresholds import NEAR_COPY_THRESHOLD
+    from easel.config import get_settings
+    from easel.corpus.manifest import load_manifest, manifest_dir
+    from easel.diffusion.pipeline import load_pipeline
+    from easel.evaluation.data import load_eval_corpus, select_prompts
+    from easel.registry.fingerprint import PDQ_MATCH_DISTANCE, pdq_of_array, prepare
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoder", default=None, help="descriptor encoder folder (default: shipped)")
+    parser.add_argument("--model", type=Path, default=None, help="Easel model (default: shipped)")
+    parser.add_argument("--split", default="train,val", help="evaluation prompts' split(s)")
+    parser.add_argument("--n", type=int, default=140, help="generated pictures")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    settings = get_settings()
+    encoder = load_encoder(args.encoder)
+    m256 = manifest_dir(settings.corpus_dir, 256) / "manifest.parquet"
+    rows = load_manifest(m256).to_pylist()
+    root = m256.parent
+    pictures = [Image.open(root / r["png_path"]).convert("RGB") for r in rows]
+    registered = np.concatenate([describe(encoder, pictures[s:s + 512]).copy.numpy()
+                                 for s in range(0, len(pictures), 512)])
+
+    corpus = load_eval_corpus(settings.corpus_dir / "64px")
+    prompts = []
+    for split in args.split.split(","):
+        prompts += select_prompts(corpus, split.strip(), n=args.n)
+    prompts = prompts[:args.n]
+    pipe = load_pipeline(args.model, device="cpu")
+    started = time.perf_counter()
+    generated = []
+    for s in range(0, len(prompts), 8):
+        batch = prompts[s:s + 8]
+        generated += pipe([p.prompt for p in batch], seeds=[p.seed for p in batch]).images
+    gen_seconds = time.perf_counter() - started
+    gen_best = (describe(encoder, generated).copy.numpy() @ registered.T).max(axis=1)
+
+    val = [i for i, r in enumerate(rows) if r["split"] == "val"]
+    bits = _bits([pdq_of_array(prepare(p))[0] for p in pictures])
+    keys = np.array([variant_key(r["set_id"], r["caption"]) for r in rows])
+    q = registered[val]
+    scores = q @ registered.T
+    # itself, its skin-tone variants and its PDQ twins are not someone else's work
+    twins = (_hamming(bits[val], bits) <= PDQ_MATCH_DISTANCE) | (keys[val][:, None] == keys[None, :])
+    scores[twins] = -1.0
+    real_best = scores.max(axis=1)
+    own = {}
+    for attack in GUARD_ATTACKS:
+        rng = random.Random(0)
+        attacked = [ATTACKS[attack](pictures[i], rng) for i in val]
+        own[attack] = (describe(encoder, attacked).copy.numpy() * q).sum(axis=1)
+
+    grid = sorted({*np.round(np.arange(0.60, 0.99, 0.02), 2).tolist(), round(NEAR_COPY_THRESHOLD, 3)})
+    table = {f"{t:.3f}": {"generated_refused": float((gen_best >= t).mean()),
+                          "unseen_real_refused": float((real_best >= t).mean()),
+                          **{f"caught_{a}": float((own[a] >= t).mean()) for a in GUARD_ATTACKS}}
+             for t in grid}
+    result = {"encoder": args.encoder or "shipped", "registered": len(rows), "generated": len(generated),
+              "generation_seconds": round(gen_seconds, 1), "val_icons": len(val),
+              "near_copy_threshold": NEAR_COPY_THRESHOLD,
+              "generated_best_score_quantiles":
+                  np.quantile(gen_best, [0.5, 0.9, 0.99, 1.0]).round(3).tolist(),
+              "sweep": table}
+    print(f"{'threshold':>9} {'generated refused':>18} {'unseen real refused':>20} "
+          + " ".join(f"{'caught ' + a:>26}" for a in GUARD_ATTACKS))
+    for t, r in table.items():
+        print(f"{t:>9} {r['generated_refused']:>18.3f} {r['unseen_real_refused']:>20.3f} "
+              + " ".join(f"{r['caught_' + a]:>26.3f}" for a in GUARD_ATTACKS))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
