@@ -66,14 +66,16 @@ def main() -> None:
     for split in args.split.split(","):
         prompts += select_prompts(corpus, split.strip(), n=args.n)
     prompts = prompts[:args.n]
-    pipe = load_pipeline(args.model, device="cpu")
     started = time.perf_counter()
     generated = []
-    for s in range(0, len(prompts), 8):
-        batch = prompts[s:s + 8]
-        generated += pipe([p.prompt for p in batch], seeds=[p.seed for p in batch]).images
+    if prompts:  # --n 0: real drawings only
+        pipe = load_pipeline(args.model, device="cpu")
+        for s in range(0, len(prompts), 8):
+            batch = prompts[s:s + 8]
+            generated += pipe([p.prompt for p in batch], seeds=[p.seed for p in batch]).images
     gen_seconds = time.perf_counter() - started
-    gen_best = (describe(encoder, generated).copy.numpy() @ registered.T).max(axis=1)
+    gen_best = (describe(encoder, generated).copy.numpy() @ registered.T).max(axis=1) if generated \
+        else np.zeros(0)
 
     val = [i for i, r in enumerate(rows) if r["split"] == "val"]
     bits = _bits([pdq_of_array(prepare(p))[0] for p in pictures])
@@ -91,7 +93,7 @@ def main() -> None:
         own[attack] = (describe(encoder, attacked).copy.numpy() * q).sum(axis=1)
 
     grid = sorted({*np.round(np.arange(0.60, 0.99, 0.02), 2).tolist(), round(NEAR_COPY_THRESHOLD, 3)})
-    table = {f"{t:.3f}": {"generated_refused": float((gen_best >= t).mean()),
+    table = {f"{t:.3f}": {"generated_refused": float((gen_best >= t).mean()) if len(gen_best) else None,
                           "unseen_real_refused": float((real_best >= t).mean()),
                           **{f"caught_{a}": float((own[a] >= t).mean()) for a in GUARD_ATTACKS}}
              for t in grid}
@@ -99,13 +101,18 @@ def main() -> None:
               "generation_seconds": round(gen_seconds, 1), "val_icons": len(val),
               "near_copy_threshold": NEAR_COPY_THRESHOLD,
               "generated_best_score_quantiles":
-                  np.quantile(gen_best, [0.5, 0.9, 0.99, 1.0]).round(3).tolist(),
+                  np.quantile(gen_best, [0.5, 0.9, 0.99, 1.0]).round(4).tolist() if len(gen_best) else None,
+              # per-query false-alarm calibration: the score that only 10 / 5 / 1 % of unseen
+              # real drawings reach with some other registered work
+              "unseen_real_best_quantiles": {q: round(float(np.quantile(real_best, q)), 4)
+                                             for q in (0.5, 0.9, 0.95, 0.99)},
               "sweep": table}
     print(f"{'threshold':>9} {'generated refused':>18} {'unseen real refused':>20} "
           + " ".join(f"{'caught ' + a:>26}" for a in GUARD_ATTACKS))
     for t, r in table.items():
-        print(f"{t:>9} {r['generated_refused']:>18.3f} {r['unseen_real_refused']:>20.3f} "
+        print(f"{t:>9} {r['generated_refused'] or 0.0:>18.3f} {r['unseen_real_refused']:>20.3f} "
               + " ".join(f"{r['caught_' + a]:>26.3f}" for a in GUARD_ATTACKS))
+    print("unseen real drawings' best score, quantiles:", result["unseen_real_best_quantiles"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

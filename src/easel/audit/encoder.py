@@ -29,9 +29,9 @@ from torch.nn import functional as F
 
 from easel.images import rgb_on_white
 
-COPY_KIND = "easel-copy-v1"
+COPY_KIND = "easel-copy-v2"
 """``WorkDescriptor.kind`` of copy descriptors made by the shipped encoder."""
-STYLE_KIND = "easel-style-v1"
+STYLE_KIND = "easel-style-v2"
 """``WorkDescriptor.kind`` of style descriptors made by the shipped encoder."""
 
 

@@ -98,7 +98,7 @@ class FloatIndex:
 
 
 def index_name(kind: str) -> str:
-    """File stem of the index of descriptor ``kind`` (``desc-easel-copy-v1``)."""
+    """File stem of the index of descriptor ``kind`` (``desc-easel-copy-v2``)."""
     return f"desc-{kind}"
 
 
