@@ -65,7 +65,8 @@ def test_every_attack_returns_an_rgb_picture(name: str) -> None:
         assert out.tobytes() != artwork(3).tobytes()
 
 
-def test_model_card_names_the_training_command_and_the_figures(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+def test_model_card_names_the_training_command_and_the_figures(tiny_encoder_dir: Path,
+                                                              tmp_path: Path) -> None:
     import json
     import shutil
 
