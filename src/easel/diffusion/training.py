@@ -298,9 +298,9 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         log.info("starting from %s at step %d", init_from, step)
 
     if config.cooldown_steps:
-        if config.cooldown_start is None:
-            config = replace(config, cooldown_start=step)
-        end = config.cooldown_start + config.cooldown_steps
+        decay_from = step if config.cooldown_start is None else config.cooldown_start
+        config = replace(config, cooldown_start=decay_from)
+        end = decay_from + config.cooldown_steps
         max_steps = end if max_steps is None else min(max_steps, end)
 
     def save() -> None:
