@@ -248,5 +248,7 @@ def audit_eval(
         from easel.audit.model_card import write_card
 
         training = json.loads((encoder_dir / "training.json").read_text())
-        write_card(encoder_dir, training, report)
+        previous = encoder_dir / "card.json"  # its notes are kept
+        notes = json.loads(previous.read_text()).get("notes", "") if previous.exists() else ""
+        write_card(encoder_dir, training, report, notes)
         typer.echo(f"model card written to {encoder_dir / 'README.md'}")
