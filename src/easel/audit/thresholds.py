@@ -10,8 +10,8 @@ registered work — leaving out itself, its skin-tone variants and its PDQ twins
 threshold is the score that only 1 % (copy) or 5 % (near-copy) of these drawings, which copied
 nobody, reach with some work. Most of those look-alikes are drawings of the same set sharing a
 template (one artist's faces). A per-pair rate would not do: at 1e-4 per pair, a registry of
-19 k works gives ~2 false matches per query (encoder v1's near-copy threshold made the output
-guard refuse 21 % of the embedded model's pictures; v2 at these thresholds refuses 0.7 %).
+19 k works gives ~2 false matches per query (encoder v1's near-copy threshold would have made the
+output guard refuse 21 % of the s7712 model's pictures; v2 at 0.945 refused 1.4 % of them).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ drawings reach it with some other work (0.9759). Over 95 % of blurred and all JP
 copies of val icons score above it. Also the curation's descriptor-duplicate threshold."""
 NEAR_COPY_THRESHOLD = 0.949
 """Copy score at or above which an image is a *near-copy*: 5 % of unseen val drawings reach it
-(0.9492); over 99 % of blurred and all JPEG copies reach it, 61-70 % of recoloured ones. The
-generator's output guard refuses from here: of 140 pictures of the embedded model, 2 reach
-0.945 and none 0.960 (highest 0.955)."""
+(0.9492); 99.6 % of blurred and all JPEG copies reach it, 68 % of recoloured ones. The
+generator's output guard refuses from here: 5 of 140 pictures of the shipped s14784 model reach
+it (3.6 %; highest 0.969) — closer to a registered icon than 95 % of real drawings are."""
 REGISTRY_COPY_THRESHOLD = 0.88
 """Copy score with *another owner's* work at or above which the registry refuses an upload
 (``benchmarks/audit_refusals.py --split val``: every val icon uploaded by its own artist against
