@@ -4,8 +4,9 @@ drawings nobody copied? Calibrates ``NEAR_COPY_THRESHOLD`` against what the guar
 Every icon of the 256 px corpus (all splits and sets) stands for a registered work. Measured,
 for each query, the highest copy score against all registered works:
 
-- *generated*: the shipped model's pictures for the evaluation prompts (``--split``; fixed
-  seeds, default settings) — the guard's real traffic;
+- *generated*: the shipped model's pictures for ``--n`` evaluation prompts of ``--split`` (fixed
+  seeds, default settings; the train split's concepts by default, those a model could copy) —
+  the guard's real traffic;
 - *unseen real*: real icons of the val split scored against every *other* registered work,
   leaving out the icon itself and its PDQ twins (skin-tone variants of one drawing) — drawings
   nobody copied, so a score above a threshold is a false alarm;
@@ -47,7 +48,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default=None, help="descriptor encoder folder (default: shipped)")
     parser.add_argument("--model", type=Path, default=None, help="Easel model (default: shipped)")
-    parser.add_argument("--split", default="train,val", help="evaluation prompts' split(s)")
+    parser.add_argument("--split", default="train", help="evaluation prompts' split(s), as in "
+                        "`easel eval model --split` (default: concepts the model trained on)")
     parser.add_argument("--n", type=int, default=140, help="generated pictures")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -62,10 +64,7 @@ def main() -> None:
                                  for s in range(0, len(pictures), 512)])
 
     corpus = load_eval_corpus(settings.corpus_dir / "64px")
-    prompts = []
-    for split in args.split.split(","):
-        prompts += select_prompts(corpus, split.strip(), n=args.n)
-    prompts = prompts[:args.n]
+    prompts = select_prompts(corpus, args.split, n=args.n) if args.n > 0 else []
     started = time.perf_counter()
     generated = []
     if prompts:  # --n 0: real drawings only
@@ -104,8 +103,8 @@ def main() -> None:
                   np.quantile(gen_best, [0.5, 0.9, 0.99, 1.0]).round(4).tolist() if len(gen_best) else None,
               # per-query false-alarm calibration: the score that only 10 / 5 / 1 % of unseen
               # real drawings reach with some other registered work
-              "unseen_real_best_quantiles": {q: round(float(np.quantile(real_best, q)), 4)
-                                             for q in (0.5, 0.9, 0.95, 0.99)},
+              "unseen_real_best_quantiles": {level: round(float(np.quantile(real_best, level)), 4)
+                                             for level in (0.5, 0.9, 0.95, 0.99)},
               "sweep": table}
     print(f"{'threshold':>9} {'generated refused':>18} {'unseen real refused':>20} "
           + " ".join(f"{'caught ' + a:>26}" for a in GUARD_ATTACKS))
