@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from easel.audit.encoder import has_shipped
 from easel.diffusion.tiny import save_tiny_pipeline, save_tiny_sd
 from tests.conftest import run_cli
 
@@ -101,3 +102,35 @@ def test_stable_diffusion_checkpoint_through_diffusers(tmp_path: Path) -> None:
     assert len(files) == 1 and str(sd) in proc.stdout
     verified = run_cli("verify", str(files[0]), env=env, check=True)
     assert str(sd) in verified.stdout
+
+
+@pytest.mark.skipif(not has_shipped(), reason="no shipped descriptor encoder")
+def test_a_near_copy_of_a_registered_work_is_regenerated_once_then_refused(tiny_model: Path,
+                                                                           tmp_path: Path) -> None:
+    from easel.registry.service import add_artist, register_work
+    from easel.registry.store import registry_session
+
+    home = tmp_path / "home"
+    env = {"EASEL_HOME": str(home)}
+    args = ["generate", "fox face", "-n", "1", "--steps", "2", "--model-dir", str(tiny_model)]
+    first = tmp_path / "first"
+    run_cli(*args, "--seed", "7", "-o", str(first), env=env, check=True)
+    run_cli(*args, "--seed", "8", "-o", str(first / "eight"), env=env, check=True)
+    url = f"sqlite:///{home / 'easel.db'}"
+    with registry_session(url) as session:
+        ann = add_artist(session, "ann", "Ann")[1]
+    # Ann's registered work is the very picture seed 7 draws: seed 7 is refused and redrawn
+    # from seed 8 (the next seed after the batch), which is not a near-copy.
+    register_work(url, next(first.glob("*.png")).read_bytes(), "ann", ann, "seven", "CC-BY-4.0")
+    out = tmp_path / "out"
+    proc = run_cli(*args, "--seed", "7", "-o", str(out), env=env, check=True)
+    assert "seed 7: output refused: it is a near-copy of registered work" in proc.stderr
+    assert "regenerating once with seed 8" in proc.stderr and "seed=8" in proc.stdout
+    assert len(list(out.glob("*.png"))) == 1
+    # With seed 8's picture registered too, the second try is refused as well: nothing published.
+    register_work(url, next((first / "eight").glob("*.png")).read_bytes(), "ann", ann, "eight",
+                  "CC-BY-4.0")
+    refused = tmp_path / "refused"
+    proc = run_cli(*args, "--seed", "7", "-o", str(refused), env=env)
+    assert proc.returncode != 0 and "near-copy" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(refused.glob("*.png"))

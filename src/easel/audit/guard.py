@@ -23,6 +23,7 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from easel.audit.thresholds import NEAR_COPY_THRESHOLD, REGISTRY_COPY_THRESHOLD
+from easel.errors import PermissionDenied
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -134,9 +135,14 @@ class IngestDescriptors:
         self.pending_copy.clear()
 
 
+class NearCopyRefused(PermissionDenied):
+    """The output guard refused a generated picture as a near-copy of a registered work."""
+
+
 def output_guard(image: Image.Image, db_url: str) -> Image.Image:
-    """Refuse (``PermissionDenied``) an image whose copy score with a registered work reaches
-    ``NEAR_COPY_THRESHOLD``; return it unchanged otherwise, or when there is nothing to check."""
+    """Refuse (``NearCopyRefused``, a ``PermissionDenied``) an image whose copy score with a
+    registered work reaches ``NEAR_COPY_THRESHOLD``; return it unchanged otherwise, or when
+    there is nothing to check."""
     from sqlalchemy import inspect
 
     from easel.db import get_engine
@@ -166,12 +172,11 @@ def output_guard(image: Image.Image, db_url: str) -> Image.Image:
         if best and best[0].score >= NEAR_COPY_THRESHOLD:
             from sqlalchemy import select
 
-            from easel.errors import PermissionDenied
             from easel.registry.models import Work
 
             work_id, owner = session.execute(select(Work.id, Work.owner_id)
                                              .where(Work.pk == best[0].key)).one()
-            raise PermissionDenied(
+            raise NearCopyRefused(
                 f"output refused: it is a near-copy of registered work {work_id} (owner {owner}, "
                 f"copy score {best[0].score:.2f} ≥ {NEAR_COPY_THRESHOLD})",
                 hint="change the prompt or seed; `easel audit` shows the evidence")
