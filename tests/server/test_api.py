@@ -7,6 +7,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
+from easel.audit.encoder import has_shipped
 from easel.config import get_settings
 from easel.db import session_scope
 from easel.provenance.log import GenerationRecord
@@ -154,3 +155,22 @@ def test_accounts_and_a_job_on_each_database(db_url: str, server_settings) -> No
         r = c.post("/api/auth/login", json={"username": "ivan", "password": "wrong password"})
         assert r.status_code == 403 and r.json()["error"] == "wrong username or password"
     assert _count(GenerationRecord, db_url) == 1
+
+
+@pytest.mark.skipif(not has_shipped(), reason="no shipped descriptor encoder")
+def test_a_near_copy_is_regenerated_once_from_the_next_seed(client, server_settings) -> None:
+    from easel.registry.service import add_artist, register_work
+    from easel.registry.store import registry_session
+
+    h = bearer(api_key(client, "erin"))
+    body = {"prompt": "fox face", "n": 1, "steps": 2, "seed": 7}
+    first = wait_job(client, client.post("/api/jobs", json=body, headers=h).json()["id"], h)
+    png = client.get(f"/api/images/{first['result'][0]}", headers=h).content
+    url = server_settings.db_url
+    with registry_session(url) as session:
+        ann = add_artist(session, "ann", "Ann")[1]
+    register_work(url, png, "ann", ann, "seven", "CC-BY-4.0")  # seed 7's picture is now Ann's work
+    again = wait_job(client, client.post("/api/jobs", json=body, headers=h).json()["id"], h)
+    assert again["state"] == "done", again
+    cred = client.get(f"/api/images/{again['result'][0]}/credentials", headers=h).json()
+    assert cred["provenance"]["seed"] == 8  # redrawn from the seed after the job's
