@@ -37,13 +37,13 @@ recoloured more often than cropped and rotated; the registry test's attack is ke
 def main() -> None:
     from easel.audit.augment import ATTACKS
     from easel.audit.encoder import describe, load_encoder
-    from easel.audit.evaluate import _bits, _hamming, variant_key
+    from easel.audit.evaluate import _bits, same_drawing, variant_key
     from easel.audit.thresholds import NEAR_COPY_THRESHOLD
     from easel.config import get_settings
     from easel.corpus.manifest import load_manifest, manifest_dir
     from easel.diffusion.pipeline import load_pipeline
     from easel.evaluation.data import load_eval_corpus, select_prompts
-    from easel.registry.fingerprint import PDQ_MATCH_DISTANCE, pdq_of_array, prepare
+    from easel.registry.fingerprint import pdq_of_array, prepare
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default=None, help="descriptor encoder folder (default: shipped)")
@@ -60,8 +60,7 @@ def main() -> None:
     rows = load_manifest(m256).to_pylist()
     root = m256.parent
     pictures = [Image.open(root / r["png_path"]).convert("RGB") for r in rows]
-    registered = np.concatenate([describe(encoder, pictures[s:s + 512]).copy.numpy()
-                                 for s in range(0, len(pictures), 512)])
+    registered = describe(encoder, pictures).copy.numpy()
 
     corpus = load_eval_corpus(settings.corpus_dir / "64px")
     prompts = select_prompts(corpus, args.split, n=args.n) if args.n > 0 else []
@@ -82,8 +81,7 @@ def main() -> None:
     q = registered[val]
     scores = q @ registered.T
     # itself, its skin-tone variants and its PDQ twins are not someone else's work
-    twins = (_hamming(bits[val], bits) <= PDQ_MATCH_DISTANCE) | (keys[val][:, None] == keys[None, :])
-    scores[twins] = -1.0
+    scores[same_drawing(bits[val], keys[val], bits, keys)] = -1.0
     real_best = scores.max(axis=1)
     own = {}
     for attack in GUARD_ATTACKS:

@@ -53,6 +53,16 @@ def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (af @ (1 - bf).T + (1 - af) @ bf.T).round().astype(np.int32)
 
 
+def same_drawing(bits_a: np.ndarray, keys_a: np.ndarray, bits_b: np.ndarray,
+                 keys_b: np.ndarray) -> np.ndarray:
+    """Bool ``[N x M]``: is icon ``i`` of A the same drawing as icon ``j`` of B — a PDQ twin
+    (distance ≤ ``PDQ_MATCH_DISTANCE``) or a skin-tone variant (same ``variant_key``)? Such
+    pairs are never negatives: neither is a copy of someone else's work."""
+    from easel.registry.fingerprint import PDQ_MATCH_DISTANCE
+
+    return (_hamming(bits_a, bits_b) <= PDQ_MATCH_DISTANCE) | (keys_a[:, None] == keys_b[None, :])
+
+
 def threshold_at(negatives: np.ndarray, fpr: float) -> float:
     """The least score such that at most ``fpr`` of ``negatives`` lie strictly above it."""
     ordered = np.sort(negatives)[::-1]
@@ -128,7 +138,7 @@ def evaluate(encoder: DescriptorEncoder, manifest: Path, split: str = "test", li
     ref_copy, ref_style, ref_content = refs.copy.numpy(), refs.style.numpy(), refs.content.numpy()
     ref_bits = _bits([pdq_of_array(prepare(p))[0] for p in pictures])
     keys = np.array([variant_key(s, c) for s, c in zip(sets, captions, strict=True)])
-    twins = (_hamming(ref_bits, ref_bits) <= 31) | (keys[:, None] == keys[None, :])
+    twins = same_drawing(ref_bits, keys, ref_bits, keys)
     eye = np.eye(n, dtype=bool)
     negative_mask = ~twins & ~eye
     report: dict[str, Any] = {"split": split, "icons": n, "manifest": str(manifest), "attacks": {}}
