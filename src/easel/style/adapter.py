@@ -61,8 +61,6 @@ class StyleTrainConfig:
     threads: int = 1
 
 
-
-
 def base_identity(model_dir: Path) -> dict[str, str]:
     """The base model an adapter belongs to: its card's model id and its UNet weights' sha256."""
     from easel.diffusion.model_card import read_model_card
