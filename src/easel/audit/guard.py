@@ -16,7 +16,9 @@ work with descriptors.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -26,6 +28,7 @@ from easel.audit.thresholds import NEAR_COPY_THRESHOLD, REGISTRY_COPY_THRESHOLD
 from easel.errors import PermissionDenied
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _warned: set[str] = set()
 
 
@@ -137,6 +140,18 @@ class IngestDescriptors:
 
 class NearCopyRefused(PermissionDenied):
     """The output guard refused a generated picture as a near-copy of a registered work."""
+
+
+def publish_or_redraw_once(image: Image.Image, seed: int, retry_seed: int,
+                           publish: Callable[[Image.Image, int], T],
+                           redraw: Callable[[int], Image.Image], say: Callable[[str], None]) -> T:
+    """``publish(image, seed)``; if the output guard refuses it as a near-copy, ``say`` so, draw
+    the picture once more from ``retry_seed`` and publish that. A second refusal propagates."""
+    try:
+        return publish(image, seed)
+    except NearCopyRefused as exc:
+        say(f"seed {seed}: {exc.message}; regenerating once with seed {retry_seed}")
+        return publish(redraw(retry_seed), retry_seed)
 
 
 def output_guard(image: Image.Image, db_url: str) -> Image.Image:

@@ -170,17 +170,12 @@ def generate(
         published = publish_image(image, info, out_dir)
         typer.echo(f"{published.path}  id={published.generation_id}  seed={s}")
 
-    from easel.audit.guard import NearCopyRefused
+    from easel.audit.guard import publish_or_redraw_once
 
     for image, s in zip(images, seeds, strict=True):
-        try:
-            publish(image, s)
-        except NearCopyRefused as exc:
-            # The plagiarism guard refused a near-copy: regenerate it once, from the next seed
-            # after this batch's, and refuse for good if that is a near-copy too.
-            retry = s + n
-            typer.echo(f"seed {s}: {exc.message}; regenerating once with seed {retry}", err=True)
-            publish(render([retry])[0][0], retry)
+        # A near-copy is drawn once more from the next seed after this batch's.
+        publish_or_redraw_once(image, s, s + n, publish, lambda seed: render([seed])[0][0],
+                               lambda message: typer.echo(message, err=True))
     typer.echo(f"{n} image(s) in {gen_seconds:.1f} s with {model_id}")
 
 

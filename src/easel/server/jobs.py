@@ -701,7 +701,7 @@ class JobRunner:
 
     def _run(self, pipe: Any, batch: list[JobHandle]) -> None:
         """One pipeline call for the batch's images, then each job's images through the door."""
-        from easel.audit.guard import NearCopyRefused
+        from easel.audit.guard import publish_or_redraw_once
         from easel.provenance.publish import GenerationInfo, publish_image
 
         batch = self._claim(batch)
@@ -759,6 +759,7 @@ class JobRunner:
 
                 params.update(generation.parameters(personal))
                 styled = generation.publish_fields(personal)
+
             def publish(image: Any, seed: int, req: Any = req, params: dict = params,
                         styled: dict = styled) -> str:
                 info = GenerationInfo(prompt=req.full_prompt, mode=req.mode, model_id=self.model_id,
@@ -768,21 +769,21 @@ class JobRunner:
                                       visible_mark=req.visible_mark, **styled)
                 return publish_image(image, info, out_dir, self.settings).generation_id
 
+            def redraw(seed: int, req: Any = req) -> Any:
+                return pipe([req.full_prompt], seeds=[seed], num_inference_steps=req.steps,
+                            guidance_scale=req.guidance, image=req.init_image,
+                            strength=req.strength, mask_image=req.mask_image,
+                            upscale=req.upscale).images[0]
+
+            def say(message: str, job: str = handle.id) -> None:
+                log.info("job %s: %s", job, message)
+
             try:
                 for image, seed in zip(images, job_seeds, strict=True):
-                    try:
-                        generation_id = publish(image, seed)
-                    except NearCopyRefused as exc:
-                        # Regenerate once from the next seed after the job's; a second
-                        # near-copy fails the job (as a first refusal used to).
-                        retry = seed + req.n
-                        log.info("job %s: %s; regenerating once with seed %d", handle.id, exc.message,
-                                 retry)
-                        again = pipe([req.full_prompt], seeds=[retry], num_inference_steps=req.steps,
-                                     guidance_scale=req.guidance, image=req.init_image,
-                                     strength=req.strength, mask_image=req.mask_image,
-                                     upscale=req.upscale)
-                        generation_id = publish(again.images[0], retry)
+                    # A near-copy is drawn once more from the next seed after the job's; a
+                    # second one fails the job.
+                    generation_id = publish_or_redraw_once(image, seed, seed + req.n, publish,
+                                                           redraw, say)
                     handle.result.append(generation_id)
                     self._bump(handle)
             except EaselError as exc:  # e.g. the output guard refused this job's image twice
