@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -79,9 +80,14 @@ def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     assert images[0].size == (64, 64)
 
     # A new machine without the checkpoint continues from the exported model's weights and counters.
+    config = replace(config, warmup_steps=10)
     fresh = train_denoiser(enc, tmp_path / "other.pt", config, max_steps=85, progress=False, init_from=out)
     assert fresh.step == 85 and fresh.samples == 85 * 8
     assert fresh.losses[:4] == resumed.losses[:4]
+    # Its fresh optimiser warms up again from the step it started at, and a resume keeps that.
+    assert fresh.config.warmup_start == 80 and fresh.config.lr_at(80) < fresh.config.learning_rate
+    again = train_denoiser(enc, tmp_path / "other.pt", config, max_steps=86, progress=False)
+    assert again.config.warmup_start == 80
 
 
 def test_pooled_only_unet_has_no_attention() -> None:
@@ -109,6 +115,8 @@ def test_cooldown_schedule() -> None:
     assert config.lr_at(0) == 1e-4 and config.lr_at(9) == 1e-3 and config.lr_at(499) == 1e-3
     assert abs(config.lr_at(550) - 5e-4) < 1e-12 and config.lr_at(600) == 0.0
     assert TrainConfig(learning_rate=1e-3, warmup_steps=10).lr_at(10_000) == 1e-3
+    restarted = TrainConfig(learning_rate=1e-3, warmup_steps=10, warmup_start=1000)
+    assert restarted.lr_at(1000) == 1e-4 and restarted.lr_at(1009) == 1e-3
 
 
 def test_cooldown_branch_resumes_and_stops(tmp_path: Path, monkeypatch) -> None:

@@ -73,6 +73,10 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 4e-4
     warmup_steps: int = 200
+    # The step the warm-up counts from: 0 for a new run; the starting step for a run that
+    # starts from a model directory's weights (`--init-from`) with a fresh optimiser, whose
+    # first Adam steps at the full rate would otherwise jolt the trained weights.
+    warmup_start: int = 0
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     cond_dropout: float = 0.1  # prompt replaced by "" (classifier-free guidance)
@@ -92,7 +96,7 @@ class TrainConfig:
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimiser step ``step`` (0-based)."""
-        lr = self.learning_rate * min(1.0, (step + 1) / self.warmup_steps)
+        lr = self.learning_rate * min(1.0, max(0, step - self.warmup_start + 1) / self.warmup_steps)
         if self.cooldown_steps and self.cooldown_start is not None:
             done = (step - self.cooldown_start) / self.cooldown_steps
             lr *= min(1.0, max(0.0, 1.0 - done))

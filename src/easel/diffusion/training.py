@@ -281,9 +281,10 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         step, samples = state["step"], state["samples"]
         seconds, cpu_seconds = state["seconds"], state["cpu_seconds"]
         losses = state.get("losses", [])
-        saved_start = state.get("config", {}).get("cooldown_start")
-        if config.cooldown_steps and saved_start is not None:
-            config = replace(config, cooldown_start=saved_start)  # resuming a cool-down
+        saved = state.get("config", {})
+        if config.cooldown_steps and saved.get("cooldown_start") is not None:
+            config = replace(config, cooldown_start=saved["cooldown_start"])  # resuming a cool-down
+        config = replace(config, warmup_start=int(saved.get("warmup_start", 0)))
         log.info("resumed denoiser at step %d (%d samples, %.0f s)", step, samples, seconds)
     elif init_from is not None:
         from easel.diffusion.model_card import read_model_card
@@ -295,6 +296,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         step, samples = int(trained.get("steps", 0)), int(trained.get("samples", 0))
         seconds, cpu_seconds = float(trained.get("seconds", 0.0)), float(trained.get("cpu_seconds", 0.0))
         losses = list(trained.get("loss_curve_mean_per_20_steps", []))
+        config = replace(config, warmup_start=step)  # a fresh optimiser warms up again
         log.info("starting from %s at step %d", init_from, step)
 
     if config.cooldown_steps:
