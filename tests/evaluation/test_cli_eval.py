@@ -100,9 +100,34 @@ def test_eval_record_writes_the_card_and_its_learning_curve(synthetic_manifest: 
     assert proc.returncode == 2 and "--record" in proc.stderr
 
 
-def test_learning_curve_carries_only_within_a_run() -> None:
-    from easel.diffusion.model_card import carried_learning_curve
+def test_learning_curve_carries_within_a_run_and_history_across_datasets(tmp_path: Path) -> None:
+    from easel.diffusion.model_card import carried_lineage, write_model_card
 
-    previous = {"dataset_id": "a", "learning_curve": [{"steps": 10}, {"steps": 30}]}
-    assert carried_learning_curve(previous, "a", 20) == [{"steps": 10}]
-    assert carried_learning_curve(previous, "b", 20) == []  # another dataset: another run
+    previous = {"model_id": "m-s30", "dataset_id": "a" * 64, "consent": "checked",
+                "training": {"items": 5, "steps": 30, "samples": 300, "cpu_seconds": 36.0},
+                "learning_curve": [{"steps": 10}, {"steps": 30}]}
+    assert carried_lineage(previous, "a" * 64, 20) == {"learning_curve": [{"steps": 10}]}
+    assert carried_lineage({}, "a" * 64, 20) == {}
+    # Weights continued on other data keep their whole curve, marked, and name the earlier model.
+    other = carried_lineage(previous, "b" * 64, 50)
+    assert [p["dataset_id"] for p in other["learning_curve"]] == ["a" * 64] * 2
+    assert other["history"] == [{"model_id": "m-s30", "dataset_id": "a" * 64, "items": 5, "steps": 30,
+                                 "samples": 300, "cpu_hours": 0.01, "consent": "checked"}]
+    # A third stage keeps the first in its history.
+    card = {**previous, "model_id": "m-s50", "dataset_id": "b" * 64, **other}
+    third = carried_lineage(card, "c" * 64, 90)
+    assert [h["model_id"] for h in third["history"]] == ["m-s30", "m-s50"]
+    assert third["learning_curve"][0]["dataset_id"] == "a" * 64
+    card.update(sources=[], evaluation={}, easel_version="0", training={
+        "items": 5, "held_out_sets": [], "steps": 50, "samples": 500, "cpu_seconds": 60.0, "seconds": 60.0,
+        "unet_parameters": 1e6, "vae_parameters": 1e5, "config": {"batch_size": 10, "learning_rate": 1e-3,
+                                                                  "warmup_steps": 1}, "device": "cpu",
+        "final_loss": 0.5})
+    card["learning_curve"] = [{"steps": 30, "samples": 300, "cpu_hours": 0.01, "split": "val", "n": 3,
+                               "style_accuracy": 0.5, "concept_top5": 0.1, "frechet": 30.0,
+                               "near_copy_share": 0.0, "real_style": 0.8, "real_top5": 0.4,
+                               "dataset_id": "a" * 64}]
+    write_model_card(tmp_path, card)
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "## Training history" in text and f"`{'a' * 64}`" in text and "| m-s30 |" in text
+    assert "| 30 (dataset `aaaaaaaa…`) |" in text

@@ -134,15 +134,15 @@ def base(
         ckpt = branch
     state = train_denoiser(enc, ckpt, config, minutes=minutes, max_steps=steps, device=device,
                            init_from=init_from)
-    from easel.diffusion.model_card import carried_learning_curve, read_model_card
+    from easel.diffusion.model_card import carried_lineage, read_model_card
 
-    # Keep the learning curve `easel eval model --record` wrote into earlier exports of this run.
+    # Keep the learning curve `easel eval model --record` wrote into earlier exports of this
+    # run, and name the models (and their datasets) these weights continue.
     previous = read_model_card(out) or (read_model_card(init_from) if init_from else {})
-    curve = carried_learning_curve(previous, data.dataset_id, state.step)
     export_base_model(out, state, vae_model, data, state.config or config, upscaler,
                       consent_events=len(consent), device=device,
                       autoencoder=read_autoencoder_record(vae or init_from / "vae"),
-                      extra={"learning_curve": curve} if curve else None)
+                      extra=carried_lineage(previous, data.dataset_id, state.step) or None)
     from easel.db import session_scope
     from easel.registry.lineage import record_model
 

@@ -50,7 +50,8 @@ def datasheet_lines(card: dict[str, Any]) -> list[str]:
 
 def schedule_text(config: dict[str, Any]) -> str:
     """The learning-rate schedule of a training config, in words."""
-    text = (f"{config.get('learning_rate')} after {config.get('warmup_steps')} warm-up steps, "
+    again = f" (again from step {config['warmup_start']})" if config.get("warmup_start") else ""
+    text = (f"{config.get('learning_rate')} after {config.get('warmup_steps')} warm-up steps{again}, "
             f"EMA {config.get('ema_decay')}")
     if config.get("cooldown_steps"):
         text += (f"; cooled down linearly to 0 over the last {config['cooldown_steps']} steps "
@@ -95,9 +96,19 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
                   f"{', '.join(ae.get('sets', []))}; {ae.get('consented_items', 0)} with consent-event ids",
                   f"- {ae['steps']} steps of {ae['config']['batch_size']}, {ae['seconds'] / 60:.1f} min, "
                   f"validation PSNR {ae['val_psnr']:.2f} dB"]
-    for key, title in (("autoencoder_data", "Autoencoder data"), ("history", "Training history")):
-        if card.get(key):
-            lines += ["", f"## {title}", "", str(card[key])]
+    if card.get("autoencoder_data"):
+        lines += ["", "## Autoencoder data", "", str(card["autoencoder_data"])]
+    history = card.get("history")
+    if isinstance(history, list) and history:
+        lines += ["", "## Training history", "",
+                  "The weights continue these earlier models, each trained on the dataset named "
+                  "(consent checked against the registry of its day); the counters above include them.",
+                  "", "| model | dataset id | items | up to step | samples | CPU-hours |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {h['model_id']} | `{h['dataset_id']}` | {h['items']} | {h['steps']} "
+                  f"| {h['samples']:,} | {h['cpu_hours']:.2f} |" for h in history]
+    elif history:
+        lines += ["", "## Training history", "", str(history)]
     curve = card.get("learning_curve") or []
     if curve:
         lines += ["", "## Learning curve", "",
@@ -106,7 +117,9 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
                   "| near-copies | real icons: style / top-5 |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in curve:
-            lines.append(f"| {p['steps']} | {p['samples']:,} | {p['cpu_hours']:.2f} | {p['split']} "
+            other = p.get("dataset_id") not in (None, card["dataset_id"])
+            where = f" (dataset `{p['dataset_id'][:8]}…`)" if other else ""
+            lines.append(f"| {p['steps']}{where} | {p['samples']:,} | {p['cpu_hours']:.2f} | {p['split']} "
                          f"| {p['n']} | {p['style_accuracy']:.3f} | {p['concept_top5']:.3f} "
                          f"| {p['frechet']:.1f} "
                          f"| {p['near_copy_share']:.3f} | {p['real_style']:.3f} / {p['real_top5']:.3f} |")
@@ -148,11 +161,37 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
     return point
 
 
-def carried_learning_curve(previous: dict[str, Any], dataset_id: str, step: int) -> list[dict[str, Any]]:
-    """The curve points of an earlier export of the same run (same data, no later step)."""
-    if previous.get("dataset_id") != dataset_id:
-        return []
-    return [p for p in previous.get("learning_curve", []) if p["steps"] <= step]
+def carried_lineage(previous: dict[str, Any], dataset_id: str, step: int) -> dict[str, Any]:
+    """What an export carries over from the card of the weights it continues.
+
+    ``previous`` is an earlier export of the same run or the ``--init-from`` model's card. On the
+    same data it is the same run: its learning-curve points up to ``step`` and its history. On
+    other data (the registry was rebuilt and refused or admitted works since, say) the weights
+    still descend from that model, so the card keeps its whole curve, each point marked with
+    the dataset it was trained on, and names that model, its dataset and its training in
+    ``history`` — a card must name every dataset its weights learned from.
+    Returns ``{"learning_curve": [...], "history": [...]}`` without the empty ones.
+    """
+    if not previous:
+        return {}
+    earlier = previous.get("history")
+    history = list(earlier) if isinstance(earlier, list) else []
+    if previous.get("dataset_id") == dataset_id:
+        curve = [p for p in previous.get("learning_curve", []) if p["steps"] <= step]
+    else:
+        curve = [{**p, "dataset_id": p.get("dataset_id", previous.get("dataset_id"))}
+                 for p in previous.get("learning_curve", [])]
+        t = previous.get("training", {})
+        history.append({"model_id": previous.get("model_id"), "dataset_id": previous.get("dataset_id"),
+                        "items": t.get("items"), "steps": t.get("steps"), "samples": t.get("samples"),
+                        "cpu_hours": round(float(t.get("cpu_seconds", 0.0)) / 3600, 3),
+                        "consent": previous.get("consent")})
+    carried: dict[str, Any] = {}
+    if curve:
+        carried["learning_curve"] = curve
+    if history:
+        carried["history"] = history
+    return carried
 
 
 def read_model_card(model_dir: Path) -> dict[str, Any]:
