@@ -4,11 +4,12 @@ Every icon of the corpus (all splits, all sets) is a registered work of its set'
 each icon of the split (``--split``: test to report, val to choose the threshold):
 
 - *false refusal*: the icon itself, uploaded by its own artist, has a copy score at or above
-  ``REGISTRY_COPY_THRESHOLD`` with a work of *another* set (the registry would refuse it);
+  ``REGISTRY_COPY_THRESHOLD`` with a work of *another* set (the registry would refuse it; works
+  are described as the registry describes them, and a score is the best over a work's views);
 - *caught copy*: the registry test's attack (20 % cropped away, rotated 10°, a 5 % border) of
   the icon, uploaded by another artist, scores at or above the threshold with its original.
 
-    .venv/bin/python benchmarks/audit_refusals.py --json /tmp/audit-refusals.json
+    .venv/bin/python -m benchmarks.audit_refusals --json /tmp/audit-refusals.json
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from PIL import Image
 
 
 def main() -> None:
+    from benchmarks.registered_views import registered_descriptors
     from easel.audit.augment import ATTACKS
-    from easel.audit.encoder import describe, load_encoder
+    from easel.audit.encoder import best_view_scores, describe, load_encoder
     from easel.audit.thresholds import REGISTRY_COPY_THRESHOLD
     from easel.corpus.manifest import load_manifest
 
@@ -35,6 +37,8 @@ def main() -> None:
     parser.add_argument("--encoder", default=None)
     parser.add_argument("--split", default="test", help="icons uploaded: test (report) or val (choose)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--views-cache", type=Path, default=None,
+                        help=".npz file keeping the registered works' descriptors between runs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.manifest is None:
@@ -47,20 +51,16 @@ def main() -> None:
     root = args.manifest.parent
     sets = np.array([r["set_id"] for r in rows])
     test = np.array([r["split"] == args.split for r in rows])
-    vectors = []
-    for start in range(0, len(rows), 512):
-        pictures = [Image.open(root / r["png_path"]).convert("RGB") for r in rows[start:start + 512]]
-        vectors.append(describe(encoder, pictures).copy.numpy())
-    ref = np.concatenate(vectors)
+    views, ref = registered_descriptors(encoder, args.encoder, rows, root, args.views_cache)
     idx = np.flatnonzero(test)
-    scores = ref[idx] @ ref.T
+    scores = np.concatenate([best_view_scores(ref[idx[s:s + 64]], views) for s in range(0, len(idx), 64)])
     other = sets[None, :] != sets[idx][:, None]
     false_refusals = int(((scores >= REGISTRY_COPY_THRESHOLD) & other).any(axis=1).sum())
     rng = random.Random(0)
     attacked = [ATTACKS["crop80+rot10+border"](Image.open(root / rows[i]["png_path"]).convert("RGB"), rng)
                 for i in idx]
     q = describe(encoder, attacked).copy.numpy()
-    own = (q * ref[idx]).sum(axis=1)
+    own = np.einsum("nd,nvd->nv", q, views[idx]).max(axis=1)
     caught = int((own >= REGISTRY_COPY_THRESHOLD).sum())
     sweep = {f"{t:.3f}": {"false_refusals": int(((scores >= t) & other).any(axis=1).sum()),
                           "caught": int((own >= t).sum())}

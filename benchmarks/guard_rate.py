@@ -13,7 +13,11 @@ for each query, the highest copy score against all registered works:
 - *attacked copies*: the same val icons blurred, JPEG-compressed, recoloured, or 20 %-cropped,
   rotated 10° and bordered, each scored with its original — copies the guard must stop.
 
-    EASEL_HOME=<home with 64 and 256 px builds> .venv/bin/python benchmarks/guard_rate.py \\
+Registered works are described as the registry describes them (every reference view; a score is
+the best over a work's views). The unseen real drawings' best scores against the *whole*
+pictures alone are printed too: they calibrate ``DUPLICATE_COPY_THRESHOLD`` (curation).
+
+    EASEL_HOME=<home with 64 and 256 px builds> .venv/bin/python -m benchmarks.guard_rate \\
         [--encoder DIR] [--model DIR] [--n 140] [--json out.json]
 """
 
@@ -35,8 +39,9 @@ recoloured more often than cropped and rotated; the registry test's attack is ke
 
 
 def main() -> None:
+    from benchmarks.registered_views import registered_descriptors
     from easel.audit.augment import ATTACKS
-    from easel.audit.encoder import describe, load_encoder
+    from easel.audit.encoder import best_view_scores, describe, load_encoder
     from easel.audit.evaluate import _bits, same_drawing, variant_key
     from easel.audit.thresholds import NEAR_COPY_THRESHOLD
     from easel.config import get_settings
@@ -52,6 +57,8 @@ def main() -> None:
                         "`easel eval model --split` (default: concepts the model trained on)")
     parser.add_argument("--n", type=int, default=140, help="generated pictures")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--views-cache", type=Path, default=None,
+                        help=".npz file keeping the registered works' descriptors between runs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = get_settings()
@@ -60,7 +67,7 @@ def main() -> None:
     rows = load_manifest(m256).to_pylist()
     root = m256.parent
     pictures = [Image.open(root / r["png_path"]).convert("RGB") for r in rows]
-    registered = describe(encoder, pictures).copy.numpy()
+    views, registered = registered_descriptors(encoder, args.encoder, rows, root, args.views_cache)
 
     corpus = load_eval_corpus(settings.corpus_dir / "64px")
     prompts = select_prompts(corpus, args.split, n=args.n) if args.n > 0 else []
@@ -72,22 +79,34 @@ def main() -> None:
             batch = prompts[s:s + 8]
             generated += pipe([p.prompt for p in batch], seeds=[p.seed for p in batch]).images
     gen_seconds = time.perf_counter() - started
-    gen_best = (describe(encoder, generated).copy.numpy() @ registered.T).max(axis=1) if generated \
-        else np.zeros(0)
+    def best_with(queries: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+        """Each query's best score with any registered work (over its views), ``skip`` pairs left out."""
+        out = []
+        for s in range(0, len(queries), 64):
+            scores = best_view_scores(queries[s:s + 64], views)
+            if skip is not None:
+                scores[skip[s:s + 64]] = -1.0
+            out.append(scores.max(axis=1))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    gen_best = best_with(describe(encoder, generated).copy.numpy()) if generated else np.zeros(0)
 
     val = [i for i, r in enumerate(rows) if r["split"] == "val"]
     bits = _bits([pdq_of_array(prepare(p))[0] for p in pictures])
     keys = np.array([variant_key(r["set_id"], r["caption"]) for r in rows])
     q = registered[val]
-    scores = q @ registered.T
     # itself, its skin-tone variants and its PDQ twins are not someone else's work
-    scores[same_drawing(bits[val], keys[val], bits, keys)] = -1.0
-    real_best = scores.max(axis=1)
+    twins = same_drawing(bits[val], keys[val], bits, keys)
+    real_best = best_with(q, twins)
+    whole_scores = q @ registered.T
+    whole_scores[twins] = -1.0
+    real_best_whole = whole_scores.max(axis=1)
     own = {}
     for attack in GUARD_ATTACKS:
         rng = random.Random(0)
         attacked = [ATTACKS[attack](pictures[i], rng) for i in val]
-        own[attack] = (describe(encoder, attacked).copy.numpy() * q).sum(axis=1)
+        own[attack] = (np.einsum("nd,nvd->nv", describe(encoder, attacked).copy.numpy(), views[val])
+                       .max(axis=1))
 
     grid = sorted({*np.round(np.arange(0.60, 0.99, 0.02), 2).tolist(), round(NEAR_COPY_THRESHOLD, 3)})
     table = {f"{t:.3f}": {"generated_refused": float((gen_best >= t).mean()) if len(gen_best) else None,
@@ -103,6 +122,9 @@ def main() -> None:
               # real drawings reach with some other registered work
               "unseen_real_best_quantiles": {level: round(float(np.quantile(real_best, level)), 4)
                                              for level in (0.5, 0.9, 0.95, 0.99)},
+              "unseen_real_best_quantiles_whole_pictures": {
+                  level: round(float(np.quantile(real_best_whole, level)), 4)
+                  for level in (0.5, 0.9, 0.95, 0.99)},
               "sweep": table}
     print(f"{'threshold':>9} {'generated refused':>18} {'unseen real refused':>20} "
           + " ".join(f"{'caught ' + a:>26}" for a in GUARD_ATTACKS))
@@ -110,6 +132,8 @@ def main() -> None:
         print(f"{t:>9} {r['generated_refused'] or 0.0:>18.3f} {r['unseen_real_refused']:>20.3f} "
               + " ".join(f"{r['caught_' + a]:>26.3f}" for a in GUARD_ATTACKS))
     print("unseen real drawings' best score, quantiles:", result["unseen_real_best_quantiles"])
+    print("... against whole pictures only (curation's duplicate threshold):",
+          result["unseen_real_best_quantiles_whole_pictures"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

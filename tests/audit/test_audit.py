@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from easel.audit.encoder import COPY_KIND, has_shipped, load_encoder
+from easel.audit.encoder import COPY_KIND, REFERENCE_VIEWS, has_shipped, load_encoder
 from easel.audit.index import FloatIndex, descriptor_index, forget_cache
 from easel.audit.service import Auditor, describe_works, query_picture, stale_descriptor_works
 from easel.errors import BadInput, PermissionDenied
@@ -65,6 +65,24 @@ def test_float_index_searches_saves_and_loads(tmp_path: Path) -> None:
     assert FloatIndex.load(tmp_path, "x") is None
 
 
+def test_float_index_scores_a_work_by_its_best_view_and_returns_k_works(tmp_path: Path) -> None:
+    """Works with several views (the copy kind's reference views): k distinct works come back,
+    each scored by its best view, also after a save and load."""
+    rng = np.random.default_rng(1)
+    views = rng.normal(size=(6, 4, 8)).astype(np.float32)
+    views /= np.linalg.norm(views, axis=2, keepdims=True)
+    index = FloatIndex(8)
+    index.add(np.repeat(np.arange(10, 16), 4), views.reshape(24, 8))
+    query = views[2, 3:4]  # the last view of work 12
+    best = index.search(query, 3)
+    assert [h.key for h in best][0] == 12 and len({h.key for h in best}) == 3
+    assert best[0].score == pytest.approx(1.0, abs=1e-5)
+    assert best[1].score == pytest.approx(float(max(views[best[1].key - 10] @ query[0])), abs=1e-5)
+    index.save(tmp_path, "v", {"count": 6, "newest": 6})
+    loaded = FloatIndex.load(tmp_path, "v")
+    assert loaded is not None and loaded[0].rows_per_key == 4 and len(loaded[0].search(query, 5)) == 5
+
+
 def test_the_original_is_found_for_a_flipped_rotated_copy(registry: dict, encoder_dir: Path | None) -> None:
     assert registry["described"] == ((0, 0) if encoder_dir is None else (6, 0))
     url = str(registry["url"])
@@ -86,13 +104,13 @@ def test_descriptor_index_is_rebuilt_when_its_files_are_stale(registry: dict) ->
     folder = index_dir(url)
     with registry_session(url) as session:
         index = descriptor_index(session, folder, COPY_KIND, 16)
-        assert len(index) == 6
+        assert index.key_count == 6 and len(index) == 6 * REFERENCE_VIEWS  # every view of every work
         dim = index.dim
     for f in folder.glob(f"desc-{COPY_KIND}.*"):
         f.unlink()
     forget_cache()
     with registry_session(url) as session:
-        assert len(descriptor_index(session, folder, COPY_KIND, dim)) == 6
+        assert descriptor_index(session, folder, COPY_KIND, dim).key_count == 6
     assert (folder / f"desc-{COPY_KIND}.faiss").exists()
 
 

@@ -79,14 +79,16 @@ def test_model_card_names_the_training_command_and_the_figures(tiny_encoder_dir:
                 "steps": 4000, "train_items": 17095, "sets": ["noto", "twemoji"]}
     pair = {"recall_at_fpr_1e-4": 0.9, "uAP": 0.95}
     report = {"split": "test", "icons": 12, "copy_negatives": 1320,
-              "attacks": {"crop50": {"copy": pair, "pdq": {"recall_at_fpr_1e-4": 0.0, "uAP": 0.1}}},
-              "copy_recall_at_fpr_1e-4": 0.9, "copy_uAP": 0.95, "pdq_recall_at_fpr_1e-4": 0.0,
-              "pdq_uAP": 0.1, "style_mAP@10": 0.7, "style_recall@1": 0.8,
+              "attacks": {"crop50": {"copy": pair,
+                                     "copy_whole": {"recall_at_fpr_1e-4": 0.4, "uAP": 0.5},
+                                     "pdq": {"recall_at_fpr_1e-4": 0.0, "uAP": 0.1}}},
+              "copy_recall_at_fpr_1e-4": 0.9, "copy_whole_recall_at_fpr_1e-4": 0.4, "copy_uAP": 0.95,
+              "pdq_recall_at_fpr_1e-4": 0.0, "pdq_uAP": 0.1, "style_mAP@10": 0.7, "style_recall@1": 0.8,
               "text_to_image_recall@5": 0.3, "text_queries": 5, "descriptor_images_per_s": 600.0}
     write_card(folder, training, report)
     readme = (folder / "README.md").read_text()
     assert ("`easel audit train --manifest /data/64px/manifest.parquet --steps 4000 --minutes 50.0 "
             "--batch-size 96 --lr 0.0015 --style-head-steps 3000`") in readme
-    assert "| crop50 | 0.900 | 0.950 | 0.000 | 0.100 |" in readme and "--init-from" not in readme
+    assert "| crop50 | 0.900 | 0.950 | 0.400 | 0.000 | 0.100 |" in readme and "--init-from" not in readme
     card = json.loads((folder / "card.json").read_text())
     assert card["evaluation"]["icons"] == 12 and card["parameters"] > 0

@@ -170,3 +170,12 @@ def test_descriptor_slot(db_url: str, two_artists: dict[str, str]) -> None:
         ids, matrix = load_descriptors(session, "toy-v1")
     assert ids == [first, second]
     assert np.allclose(matrix, [[0, 0, 1], [0.6, 0.8, 0]]) and matrix.dtype == np.float32
+    # A kind may keep several views per work; every view must be normalised.
+    with registry_session(db_url) as session:
+        set_descriptor(session, first, "views-v1", np.array([[1.0, 0.0], [0.0, 1.0]]))
+        with pytest.raises(BadInput, match="normalised"):
+            set_descriptor(session, second, "views-v1", np.array([[1.0, 0.0], [0.0, 2.0]]))
+        set_descriptor(session, second, "views-v1", np.array([[0.6, 0.8], [0.8, 0.6]]))
+    with registry_session(db_url) as session:
+        ids, views = load_descriptors(session, "views-v1")
+    assert ids == [first, second] and views.shape == (2, 2, 2) and np.allclose(views[1, 1], [0.8, 0.6])

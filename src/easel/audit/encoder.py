@@ -29,8 +29,9 @@ from torch.nn import functional as F
 
 from easel.images import rgb_on_white
 
-COPY_KIND = "easel-copy-v2"
-"""``WorkDescriptor.kind`` of copy descriptors made by the shipped encoder."""
+COPY_KIND = "easel-copy-v3"
+"""``WorkDescriptor.kind`` of copy descriptors made by the shipped encoder: one row per work
+holding the descriptors of all its ``reference_views`` (v2 held the whole picture's only)."""
 STYLE_KIND = "easel-style-v2"
 """``WorkDescriptor.kind`` of style descriptors made by the shipped encoder."""
 
@@ -146,6 +147,61 @@ def describe(model: DescriptorEncoder, images: list[Image.Image], batch_size: in
                            torch.zeros(0, cfg.content_dim))
     return Descriptors(torch.cat([p.copy for p in parts]), torch.cat([p.style for p in parts]),
                        torch.cat([p.content for p in parts]))
+
+
+REFERENCE_CROP_SIDE = 0.707
+"""Side of the reference crops, as a fraction of the picture's side: half its area (the crop50
+attack's size). Nine of them on a 3×3 grid cover every half-area window to within 7 % of a side."""
+REFERENCE_CROP_GRID = 3
+REFERENCE_ROTATION = 12.0
+"""Degrees of the two rotated reference views (one each way)."""
+REFERENCE_VIEWS = 1 + REFERENCE_CROP_GRID ** 2 + 2
+"""Copy descriptors stored per registered work: the whole picture, 9 crops, 2 rotations."""
+
+
+def reference_views(picture: Image.Image) -> list[Image.Image]:
+    """The views of a *registered* work that the copy search holds: the whole picture, the nine
+    half-area crops of a 3×3 grid and the picture rotated ±``REFERENCE_ROTATION``° (on white).
+
+    A query is described once, as it is; its copy score with a work is the best over the
+    work's views. A 50 % crop of a work then meets a view that nearly matches it, where the
+    whole picture alone scored too low to be told from other drawings at a false-positive rate
+    of 1e-4 (`easel audit eval`; BENCHMARKS.md, "Reference views"). Rotations do the same for
+    turned copies. ``REFERENCE_VIEWS`` pictures, the whole one first.
+    """
+    image = rgb_on_white(picture)
+    w, h = image.size
+    cw, ch = max(1, round(w * REFERENCE_CROP_SIDE)), max(1, round(h * REFERENCE_CROP_SIDE))
+    steps = REFERENCE_CROP_GRID - 1
+    views = [image]
+    for gy in range(REFERENCE_CROP_GRID):
+        for gx in range(REFERENCE_CROP_GRID):
+            x0, y0 = round((w - cw) * gx / steps), round((h - ch) * gy / steps)
+            views.append(image.crop((x0, y0, x0 + cw, y0 + ch)))
+    for degrees in (REFERENCE_ROTATION, -REFERENCE_ROTATION):
+        views.append(image.rotate(degrees, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255)))
+    return views
+
+
+@torch.no_grad()
+def describe_references(model: DescriptorEncoder, images: list[Image.Image],
+                        batch_size: int = 256) -> tuple[torch.Tensor, Descriptors]:
+    """Descriptors of registered works: copy descriptors of every reference view
+    ``[N x REFERENCE_VIEWS x Dc]`` (view 0 is the whole picture), and the whole pictures'
+    ``Descriptors`` (style and content are of the whole picture only)."""
+    views = [v for image in images for v in reference_views(image)]
+    described = describe(model, views, batch_size=batch_size)
+    n = len(images)
+    copies = described.copy.reshape(n, REFERENCE_VIEWS, -1)
+    whole = torch.arange(n) * REFERENCE_VIEWS
+    return copies, Descriptors(described.copy[whole], described.style[whole], described.content[whole])
+
+
+def best_view_scores(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Copy scores ``[Q x N]`` of query descriptors ``[Q x D]`` with works described by
+    ``describe_references`` (``[N x V x D]``): each the best over the work's views."""
+    n, v, d = references.shape
+    return (queries @ references.reshape(n * v, d).T).reshape(len(queries), n, v).max(axis=2)
 
 
 def shipped_path() -> Path:

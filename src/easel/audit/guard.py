@@ -3,8 +3,9 @@ generator's output guard.
 
 ``IngestDescriptors`` rides along an ``easel.registry.service.Ingestor``: ``check`` adds to the
 ingest check every registered work (saved index plus works added in this session) whose copy
-score with the upload reaches ``REGISTRY_COPY_THRESHOLD``; ``add`` stores a new work's copy and
-style descriptors in ``work_descriptors``; ``finish`` brings the saved indexes up to date.
+score with the upload reaches ``REGISTRY_COPY_THRESHOLD``; ``add`` stores a new work's copy
+descriptors (one per reference view) and style descriptor in ``work_descriptors``; ``finish``
+brings the saved indexes up to date.
 Both do nothing (and say so once in the log) when no descriptor encoder is shipped.
 
 ``output_guard`` is called by ``provenance.publish._output_guard`` on every image about to be
@@ -65,16 +66,16 @@ class IngestDescriptors:
         self.folder = index_folder
         self.encoder = _encoder_or_none()
         self.pending_keys: list[int] = []
-        self.pending_copy: list[np.ndarray] = []
-        self._descriptors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.pending_views: list[np.ndarray] = []  # [V x D] reference views of each
+        self._descriptors: dict[str, np.ndarray] = {}
 
-    def _describe(self, sha256: str, picture: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    def _describe(self, sha256: str, picture: Image.Image) -> np.ndarray:
+        """The upload's copy descriptor ``[D]``, as a query: the picture as it is."""
         from easel.audit.encoder import describe
 
         if sha256 not in self._descriptors:
             assert self.encoder is not None
-            desc = describe(self.encoder, [picture])
-            self._descriptors = {sha256: (desc.copy.numpy()[0], desc.style.numpy()[0])}
+            self._descriptors = {sha256: describe(self.encoder, [picture]).copy.numpy()[0]}
         return self._descriptors[sha256]
 
     def check(self, sha256: str, picture: Image.Image, pdq_variants: tuple[bytes, ...],
@@ -87,11 +88,11 @@ class IngestDescriptors:
         from easel.audit.index import descriptor_index
 
         _warn_if_stale(self.session)
-        copy_vec, _ = self._describe(sha256, picture)
+        copy_vec = self._describe(sha256, picture)
         index = descriptor_index(self.session, self.folder, COPY_KIND, copy_vec.size)
         scored = [(h.key, h.score) for h in index.search(copy_vec[None], 10)]
         if self.pending_keys:
-            pending = np.stack(self.pending_copy) @ copy_vec
+            pending = (np.stack(self.pending_views) @ copy_vec).max(axis=1)
             scored += list(zip(self.pending_keys, pending.tolist(), strict=True))
         hits = {key: score for key, score in scored if score >= REGISTRY_COPY_THRESHOLD}
         if not hits:
@@ -113,16 +114,14 @@ class IngestDescriptors:
         """Store the new work's descriptors and make it searchable for the rest of the session."""
         if self.encoder is None:
             return
-        from easel.audit.encoder import COPY_KIND, STYLE_KIND
-        from easel.registry.models import WorkDescriptor
+        from easel.audit.encoder import COPY_KIND, STYLE_KIND, describe_references
+        from easel.registry.descriptors import descriptor_row
 
-        copy_vec, style_vec = self._describe(sha256, picture)
-        for kind, vec in ((COPY_KIND, copy_vec), (STYLE_KIND, style_vec)):
-            vec32 = np.asarray(vec, dtype="<f4")
-            self.session.add(WorkDescriptor(work_pk=work_pk, kind=kind, dim=vec32.size,
-                                            vector=vec32.tobytes()))
+        views, whole = describe_references(self.encoder, [picture])
+        self.session.add(descriptor_row(work_pk, COPY_KIND, views.numpy()[0]))
+        self.session.add(descriptor_row(work_pk, STYLE_KIND, whole.style.numpy()[0]))
         self.pending_keys.append(work_pk)
-        self.pending_copy.append(copy_vec)
+        self.pending_views.append(views.numpy()[0])
 
     def finish(self) -> None:
         """After the commit: bring the saved descriptor indexes up to date (rebuild if stale)."""
@@ -135,7 +134,7 @@ class IngestDescriptors:
             descriptor_index(session, self.folder, COPY_KIND, int(self.encoder.config.copy_dim))
             descriptor_index(session, self.folder, STYLE_KIND, int(self.encoder.config.style_dim))
         self.pending_keys.clear()
-        self.pending_copy.clear()
+        self.pending_views.clear()
 
 
 class NearCopyRefused(PermissionDenied):

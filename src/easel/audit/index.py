@@ -2,7 +2,9 @@
 
 One ``FloatIndex`` per descriptor kind (copy, style): an exact inner-product index
 (``faiss.IndexFlatIP``; descriptors are L2-normalised, so the score is the cosine) plus the work
-key (``works.pk``) of each row. It is saved atomically as ``desc-<kind>.*`` in the registry's
+key (``works.pk``) of each row. A work may own several rows — the copy kind keeps every
+reference view of a work (``encoder.reference_views``) — and a search scores a work by its
+best row. It is saved atomically as ``desc-<kind>.*`` in the registry's
 index folder (``easel.registry.store.index_dir``) and rebuilt from the ``work_descriptors``
 table whenever the files are missing, unreadable or stale (row count or newest row differ),
 exactly as the PDQ index is.
@@ -45,9 +47,16 @@ class FloatIndex:
         self.dim = dim
         self.index: Any = faiss.IndexFlatIP(dim)
         self.keys = np.zeros(0, dtype=np.int64)
+        self.rows_per_key = 1  # the most rows any one key owns (views of one work)
 
     def __len__(self) -> int:
+        """Rows (vectors); a work with several views has several."""
         return int(self.index.ntotal)
+
+    @property
+    def key_count(self) -> int:
+        """Distinct keys (works) indexed."""
+        return len(np.unique(self.keys))
 
     def add(self, keys: list[int] | np.ndarray, vectors: np.ndarray) -> None:
         """Add ``vectors`` float32 ``[N x dim]`` under ``keys`` (N ints)."""
@@ -58,13 +67,15 @@ class FloatIndex:
         if len(vectors):
             self.index.add(vectors)
             self.keys = np.concatenate([self.keys, key_array])
+            self.rows_per_key = int(np.unique(self.keys, return_counts=True)[1].max())
 
     def search(self, queries: np.ndarray, k: int) -> list[Scored]:
-        """The ``k`` best rows over all queries (``[Q x dim]``), best first, one per key."""
+        """The ``k`` best keys over all queries (``[Q x dim]``), best first, each scored by its
+        best row (enough rows are searched that ``k`` distinct keys come back when there are)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         if len(self) == 0 or len(queries) == 0 or k <= 0:
             return []
-        scores, rows = self.index.search(queries, min(k, len(self)))
+        scores, rows = self.index.search(queries, min(k * self.rows_per_key, len(self)))
         best: dict[int, Scored] = {}
         for q in range(len(queries)):
             for s, r in zip(scores[q], rows[q], strict=True):
@@ -94,6 +105,8 @@ class FloatIndex:
         out = cls(int(state["dim"]))
         out.index = index
         out.keys = keys
+        if len(keys):
+            out.rows_per_key = int(np.unique(keys, return_counts=True)[1].max())
         return out, state
 
 
@@ -114,10 +127,12 @@ def _rebuild(session: Session, kind: str) -> FloatIndex | None:
                            .where(WorkDescriptor.kind == kind).order_by(WorkDescriptor.pk)).all()
     if not rows:
         return None
+    from easel.registry.descriptors import row_vectors
+
     dim = int(rows[0][1])
     index = FloatIndex(dim)
-    index.add([r[0] for r in rows],
-              np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), dim))
+    views = [row_vectors(dim, r[2]) for r in rows]
+    index.add(np.repeat([r[0] for r in rows], [len(v) for v in views]), np.concatenate(views))
     return index
 
 
@@ -135,7 +150,7 @@ def descriptor_index(session: Session, folder: Path, kind: str, dim: int) -> Flo
         name = index_name(kind)
         loaded = FloatIndex.load(folder, name)
         if loaded is not None and (loaded[1].get("count"), loaded[1].get("newest")) == state \
-                and len(loaded[0]) == state[0]:
+                and loaded[0].key_count == state[0]:
             index = loaded[0]
         else:
             index = _rebuild(session, kind) or FloatIndex(dim)

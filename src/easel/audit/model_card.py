@@ -55,12 +55,18 @@ def write_card(folder: Path, training: dict[str, Any], report: dict[str, Any] | 
     if report:
         lines += ["## Evaluation", "", f"`easel audit eval --split {report['split']}` on "
                   f"{report['icons']} icons ({report['copy_negatives']:,} negative pairs):", "",
-                  "| attack | copy recall@FPR1e-4 | copy µAP | PDQ recall@FPR1e-4 | PDQ µAP |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "Copy scores are the best over each registered work's reference views (the whole "
+                  "picture, nine half-area crops, ±12° rotations); *whole only* scores the whole "
+                  "picture alone.", "",
+                  "| attack | copy recall@FPR1e-4 | copy µAP | whole only: recall@FPR1e-4 "
+                  "| PDQ recall@FPR1e-4 | PDQ µAP |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for name, r in report["attacks"].items():
             lines.append(f"| {name} | {r['copy']['recall_at_fpr_1e-4']:.3f} | {r['copy']['uAP']:.3f} | "
+                         f"{r['copy_whole']['recall_at_fpr_1e-4']:.3f} | "
                          f"{r['pdq']['recall_at_fpr_1e-4']:.3f} | {r['pdq']['uAP']:.3f} |")
         lines += [f"| **mean** | {report['copy_recall_at_fpr_1e-4']:.3f} | {report['copy_uAP']:.3f} | "
+                  f"{report['copy_whole_recall_at_fpr_1e-4']:.3f} | "
                   f"{report['pdq_recall_at_fpr_1e-4']:.3f} | {report['pdq_uAP']:.3f} |", "",
                   f"- style: mAP@10 {report['style_mAP@10']:.3f}, recall@1 {report['style_recall@1']:.3f}",
                   f"- text→image recall@5: {report['text_to_image_recall@5']:.3f} "

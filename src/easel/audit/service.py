@@ -2,8 +2,9 @@
 
 ``Auditor`` holds the encoder and the database; ``audit`` encodes the image once, searches the
 copy and style indexes (and PDQ with the image's eight rotations and mirrors), and scores every
-candidate on all three: copy score and style score (cosines of the shipped encoder) and PDQ
-distance, with a verdict from ``thresholds``. ``describe_works`` fills the registry's
+candidate on all three: copy score (the best cosine over the work's reference views: the
+whole picture, half-area crops, slight rotations), style score (cosines of the shipped encoder)
+and PDQ distance, with a verdict from ``thresholds``. ``describe_works`` fills the registry's
 ``work_descriptors`` slot for works that lack descriptors (from their stored file, or for
 corpus works by re-rendering the icon), and ``add_work_descriptors`` does it for one work.
 """
@@ -20,7 +21,7 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from easel.audit.encoder import COPY_KIND, STYLE_KIND, DescriptorEncoder, describe
+from easel.audit.encoder import COPY_KIND, STYLE_KIND, DescriptorEncoder, describe, describe_references
 from easel.audit.index import descriptor_index
 from easel.audit.thresholds import PDQ_COPY_DISTANCE, VERDICTS, verdict
 from easel.errors import BadInput, NotFound
@@ -93,9 +94,12 @@ def pdq_distances(picture: Image.Image, pdq_hexes: list[str]) -> list[int | None
 
 
 def _vectors(session: Session, kind: str, pks: list[int]) -> dict[int, np.ndarray]:
-    rows = session.execute(select(WorkDescriptor.work_pk, WorkDescriptor.vector)
+    """The ``kind`` vectors of works ``pks``: ``[V x D]`` each (V views; 1 for style)."""
+    from easel.registry.descriptors import row_vectors
+
+    rows = session.execute(select(WorkDescriptor.work_pk, WorkDescriptor.dim, WorkDescriptor.vector)
                            .where(WorkDescriptor.kind == kind, WorkDescriptor.work_pk.in_(pks))).all()
-    return {int(pk): np.frombuffer(v, dtype="<f4") for pk, v in rows}
+    return {int(pk): row_vectors(int(dim), v) for pk, dim, v in rows}
 
 
 class Auditor:
@@ -154,8 +158,8 @@ class Auditor:
 
         matches = []
         for pk, work in works.items():
-            copy_score = float(copies[pk] @ copy_q[0]) if pk in copies else 0.0
-            style_score = float(styles[pk] @ style_q[0]) if pk in styles else 0.0
+            copy_score = float((copies[pk] @ copy_q[0]).max()) if pk in copies else 0.0
+            style_score = float((styles[pk] @ style_q[0]).max()) if pk in styles else 0.0
             distance = min(hamming(v, bytes.fromhex(work.pdq)) for v in fp.dihedral) if work.pdq else None
             matches.append(Match(work.id, work.owner_id, work.title, copy_score, style_score, distance,
                                  verdict(copy_score, style_score, distance),
@@ -216,18 +220,18 @@ def _set_json(sources_dir: Path, set_id: str, loader: Any) -> tuple[dict, dict]:
 
 def store_descriptors(session: Session, pks: list[int], pictures: list[Image.Image],
                       encoder: DescriptorEncoder) -> None:
-    """Compute and store the copy and style descriptors of works ``pks`` (their pictures)."""
+    """Compute and store the descriptors of works ``pks`` (their pictures): the copy descriptors
+    of every reference view, and the style descriptor of the whole picture."""
+    from easel.registry.descriptors import descriptor_row
+
     if not pks:
         return
-    desc = describe(encoder, pictures)
-    for kind, matrix in ((COPY_KIND, desc.copy.numpy()), (STYLE_KIND, desc.style.numpy())):
+    views, whole = describe_references(encoder, pictures)
+    for kind, matrix in ((COPY_KIND, views.numpy()), (STYLE_KIND, whole.style.numpy())):
         existing = {int(pk) for pk in session.execute(select(WorkDescriptor.work_pk).where(
             WorkDescriptor.kind == kind, WorkDescriptor.work_pk.in_(pks))).scalars()}
-        for pk, vec in zip(pks, matrix, strict=True):
-            if pk in existing:
-                continue
-            vec32 = np.asarray(vec, dtype="<f4")
-            session.add(WorkDescriptor(work_pk=pk, kind=kind, dim=vec32.size, vector=vec32.tobytes()))
+        session.add_all(descriptor_row(pk, kind, vectors)
+                        for pk, vectors in zip(pks, matrix, strict=True) if pk not in existing)
     session.flush()
 
 

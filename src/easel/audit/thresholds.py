@@ -37,6 +37,10 @@ plain copies."""
 STYLE_THRESHOLD = 0.953
 """Style score at or above which two images are a *strong style match*: false-positive rate 1e-2
 per pair of val icons from different sets (0.9528) in ``easel audit eval --split val``."""
+DUPLICATE_COPY_THRESHOLD = 0.976
+"""Copy score of two *whole* pictures (no reference views) at or above which curation calls
+two items duplicates and ``easel dataset lookup`` finds a picture in a model's data: 1 % of
+unseen val drawings reach it with some other work's whole picture."""
 PDQ_COPY_DISTANCE = PDQ_MATCH_DISTANCE
 """A PDQ distance at or below this (the registry's own match distance) is a copy outright."""
 

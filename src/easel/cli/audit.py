@@ -164,7 +164,7 @@ def audit_index(
         done, skipped = describe_works(session, encoder)
     forget_cache()
     with registry_session(url) as session:
-        n = len(descriptor_index(session, index_dir(url), COPY_KIND, int(encoder.config.copy_dim)))
+        n = descriptor_index(session, index_dir(url), COPY_KIND, int(encoder.config.copy_dim)).key_count
         descriptor_index(session, index_dir(url), STYLE_KIND, int(encoder.config.style_dim))
     typer.echo(f"described {done} works ({skipped} without a stored picture); {n} works indexed")
 

@@ -3,11 +3,12 @@
 Candidates are the items every per-item stage kept. Two items are duplicates when their files are
 byte-identical (sha256), their PDQ hashes lie within the registry's match distance
 (``PDQ_MATCH_DISTANCE``, both of usable quality), or their copy descriptors score at least the
-audit's ``COPY_THRESHOLD``. Candidates are visited in registration order (``work_seq``, then item
-id); each one that duplicates an item already kept is dropped, naming that item (the earliest
-registered one it matches), so the earliest-registered work of every cluster is kept and no two
-kept items are duplicates. A candidate that duplicates a work whose owner refused it (opted out or
-revoked) is dropped too: an edited copy must not carry a refused work into training.
+audit's ``DUPLICATE_COPY_THRESHOLD`` (whole picture against whole picture). Candidates are
+visited in registration order (``work_seq``, then item id); each one that duplicates an item
+already kept is dropped, naming that item (the earliest registered one it matches), so the
+earliest-registered work of every cluster is kept and no two kept items are duplicates. A
+candidate that duplicates a work whose owner refused it (opted out or revoked) is dropped too:
+an edited copy must not carry a refused work into training.
 
 The answer depends only on the fingerprints, never on how the input was split into batches, so
 both engines get the same result.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from easel.audit.thresholds import COPY_THRESHOLD
+from easel.audit.thresholds import DUPLICATE_COPY_THRESHOLD
 from easel.registry.fingerprint import PDQ_MATCH_DISTANCE, PDQ_MIN_QUALITY
 
 OWNER_REFUSALS = frozenset({"optout", "work", "artist"})
@@ -69,7 +70,8 @@ def _pdq_pairs(codes: np.ndarray, queries: np.ndarray) -> list[tuple[int, int, i
 
 
 def _descriptor_pairs(vectors: np.ndarray, queries: np.ndarray) -> list[tuple[int, int, float]]:
-    """(query row, vector row, cosine) for every pair scoring at least ``COPY_THRESHOLD``."""
+    """(query row, vector row, cosine) for every pair scoring at least
+    ``DUPLICATE_COPY_THRESHOLD``."""
     from easel.audit.index import FloatIndex
 
     if len(vectors) == 0 or len(queries) == 0:
@@ -80,11 +82,11 @@ def _descriptor_pairs(vectors: np.ndarray, queries: np.ndarray) -> list[tuple[in
     step = 4096
     for start in range(0, len(queries), step):
         lims, scores, rows = index.index.range_search(
-            np.ascontiguousarray(queries[start : start + step]), COPY_THRESHOLD - 1e-4
+            np.ascontiguousarray(queries[start : start + step]), DUPLICATE_COPY_THRESHOLD - 1e-4
         )
         for q in range(len(lims) - 1):
             for j in range(int(lims[q]), int(lims[q + 1])):
-                if float(scores[j]) >= COPY_THRESHOLD:
+                if float(scores[j]) >= DUPLICATE_COPY_THRESHOLD:
                     out.append((start + q, int(rows[j]), float(scores[j])))
     return out
 
@@ -143,7 +145,7 @@ def find_duplicates(table: pa.Table) -> dict[str, Duplicate]:
             return "identical file"
         if kind == "pdq":
             return f"PDQ distance {int(value)} ≤ {PDQ_MATCH_DISTANCE}"
-        return f"copy score {value:.3f} ≥ {COPY_THRESHOLD}"
+        return f"copy score {value:.3f} ≥ {DUPLICATE_COPY_THRESHOLD}"
 
     kept: set[int] = set()
     out: dict[str, Duplicate] = {}

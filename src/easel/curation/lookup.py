@@ -6,8 +6,8 @@ manifest; their fingerprints from the curated manifest beside it (``curated.parq
 or, for a manifest built without curation, computed once from its files and cached under
 ``EASEL_HOME/lookup``. A picture is in a model's data when a row's file is identical, its PDQ lies
 within the registry's match distance of any of the picture's eight rotations/mirrors, or its copy
-descriptor scores at least the audit's ``COPY_THRESHOLD`` — so an edited copy (re-encoded,
-resized, flipped) is found, and the picture need not be registered.
+descriptor scores at least the audit's ``DUPLICATE_COPY_THRESHOLD`` (whole pictures) — so an
+edited copy (re-encoded, resized, flipped) is found, and the picture need not be registered.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from easel.audit.thresholds import COPY_THRESHOLD
+from easel.audit.thresholds import DUPLICATE_COPY_THRESHOLD
 from easel.errors import BadInput, NotFound
 from easel.registry.fingerprint import PDQ_MATCH_DISTANCE, PDQ_MIN_QUALITY
 
@@ -233,8 +233,9 @@ def match_rows(rows: pa.Table, query: Query, limit: int = 3) -> list[Evidence]:
             how, rank = "identical file", (0, 0.0)
         elif distance[i] <= PDQ_MATCH_DISTANCE:
             how, rank = f"PDQ distance {int(distance[i])} ≤ {PDQ_MATCH_DISTANCE}", (1, float(distance[i]))
-        elif scores[i] >= COPY_THRESHOLD:
-            how, rank = f"copy score {float(scores[i]):.3f} ≥ {COPY_THRESHOLD}", (2, -float(scores[i]))
+        elif scores[i] >= DUPLICATE_COPY_THRESHOLD:
+            how = f"copy score {float(scores[i]):.3f} ≥ {DUPLICATE_COPY_THRESHOLD}"
+            rank = (2, -float(scores[i]))
         else:
             continue
         row = {c: rows.column(c)[i].as_py() for c in columns}

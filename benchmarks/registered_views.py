@@ -1,0 +1,43 @@
+"""The whole corpus described as the registry describes its works, for the audit benchmarks.
+
+``registered_descriptors`` gives every row's copy descriptors over its reference views
+``[N x V x D]`` and its whole-picture copy descriptors ``[N x D]``; with ``cache`` (an ``.npz``
+path) they are kept there, keyed by the encoder folder and the manifest's rows, so that
+``guard_rate.py`` and ``audit_refusals.py`` describe the 19 k works (12 views each) only once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def registered_descriptors(encoder: Any, encoder_path: str | None, rows: list[dict], root: Path,
+                           cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(views ``[N x V x D]``, whole pictures ``[N x D]``) of the manifest rows' pictures."""
+    from tqdm import tqdm
+
+    from easel.audit.encoder import describe_references
+
+    key = hashlib.sha256(json.dumps([encoder_path or "shipped", [r["item_id"] for r in rows],
+                                     [r.get("png_sha256") for r in rows]]).encode()).hexdigest()
+    if cache is not None and cache.exists():
+        saved = np.load(cache)
+        if str(saved["key"]) == key:
+            return saved["views"], saved["whole"]
+    views, whole = [], []
+    for start in tqdm(range(0, len(rows), 256), desc="describe registered works", unit="batch"):
+        pictures = [Image.open(root / r["png_path"]).convert("RGB") for r in rows[start:start + 256]]
+        v, w = describe_references(encoder, pictures)
+        views.append(v.numpy())
+        whole.append(w.copy.numpy())
+    out = np.concatenate(views), np.concatenate(whole)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, key=np.array(key), views=out[0], whole=out[1])
+    return out
