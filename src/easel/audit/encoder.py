@@ -32,7 +32,7 @@ from easel.images import rgb_on_white
 COPY_KIND = "easel-copy-v3"
 """``WorkDescriptor.kind`` of copy descriptors made by the shipped encoder: one row per work
 holding the descriptors of all its ``reference_views`` (v2 held the whole picture's only)."""
-STYLE_KIND = "easel-style-v2"
+STYLE_KIND = "easel-style-v3"
 """``WorkDescriptor.kind`` of style descriptors made by the shipped encoder."""
 
 
