@@ -111,7 +111,7 @@ class FloatIndex:
 
 
 def index_name(kind: str) -> str:
-    """File stem of the index of descriptor ``kind`` (``desc-easel-copy-v2``)."""
+    """File stem of the index of descriptor ``kind`` (``desc-easel-copy-v3``)."""
     return f"desc-{kind}"
 
 
