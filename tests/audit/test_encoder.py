@@ -11,7 +11,16 @@ import torch
 from PIL import Image
 
 from easel.audit.augment import ATTACKS, text_bank, train_view
-from easel.audit.encoder import DescriptorEncoder, describe, load_encoder, to_square_rgb
+from easel.audit.encoder import (
+    REFERENCE_VIEWS,
+    DescriptorEncoder,
+    best_view_scores,
+    describe,
+    describe_references,
+    load_encoder,
+    reference_views,
+    to_square_rgb,
+)
 from tests.audit.conftest import artwork
 
 
@@ -25,6 +34,23 @@ def test_heads_are_l2_normalised_and_reload_identically(tiny_encoder_dir: Path) 
     again = DescriptorEncoder.from_pretrained(str(tiny_encoder_dir))
     assert torch.allclose(describe(again, pictures).copy, out.copy, atol=1e-6)
     assert not torch.allclose(out.copy[0], out.copy[1])
+
+
+def test_reference_views_cover_half_area_crops_and_turns(tiny_encoder_dir: Path) -> None:
+    """A registered work keeps 12 views; a half-area corner crop of it is one of them exactly,
+    so its best-view score with the work is 1, reached at that view."""
+    picture = artwork(3, size=100).convert("RGBA")
+    views = reference_views(picture)
+    assert len(views) == REFERENCE_VIEWS == 12 and views[0].mode == "RGB" and views[0].size == (100, 100)
+    assert all(v.size == (71, 71) for v in views[1:10]) and views[10].size == (100, 100)
+    model = load_encoder(str(tiny_encoder_dir))
+    crops, whole = describe_references(model, [picture, artwork(5)])
+    assert crops.shape == (2, 12, 16) and whole.style.shape == (2, 8)
+    assert torch.allclose(crops[:, 0], describe(model, [picture, artwork(5)]).copy, atol=1e-5)
+    corner = describe(model, [picture.convert("RGB").crop((29, 29, 100, 100))]).copy.numpy()
+    scores = best_view_scores(corner, crops.numpy())
+    assert scores.shape == (1, 2) and scores[0, 0] == pytest.approx(1.0, abs=1e-4)
+    assert int(np.argmax(crops[0].numpy() @ corner[0])) == 9  # the bottom-right crop of the 3×3 grid
 
 
 def test_to_square_rgb_pads_with_white_and_composites_alpha() -> None:
