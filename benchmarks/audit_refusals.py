@@ -25,9 +25,13 @@ from PIL import Image
 
 
 def main() -> None:
-    from benchmarks.registered_views import registered_descriptors
+    from benchmarks.registered_views import (
+        registered_descriptors,
+        scores_with_originals,
+        scores_with_registry,
+    )
     from easel.audit.augment import ATTACKS
-    from easel.audit.encoder import best_view_scores, describe, load_encoder
+    from easel.audit.encoder import describe, load_encoder
     from easel.audit.thresholds import REGISTRY_COPY_THRESHOLD
     from easel.corpus.manifest import load_manifest
 
@@ -53,14 +57,14 @@ def main() -> None:
     test = np.array([r["split"] == args.split for r in rows])
     views, ref = registered_descriptors(encoder, args.encoder, rows, root, args.views_cache)
     idx = np.flatnonzero(test)
-    scores = np.concatenate([best_view_scores(ref[idx[s:s + 64]], views) for s in range(0, len(idx), 64)])
+    scores = scores_with_registry(ref[idx], views)
     other = sets[None, :] != sets[idx][:, None]
     false_refusals = int(((scores >= REGISTRY_COPY_THRESHOLD) & other).any(axis=1).sum())
     rng = random.Random(0)
     attacked = [ATTACKS["crop80+rot10+border"](Image.open(root / rows[i]["png_path"]).convert("RGB"), rng)
                 for i in idx]
     q = describe(encoder, attacked).copy.numpy()
-    own = np.einsum("nd,nvd->nv", q, views[idx]).max(axis=1)
+    own = scores_with_originals(q, views[idx])
     caught = int((own >= REGISTRY_COPY_THRESHOLD).sum())
     sweep = {f"{t:.3f}": {"false_refusals": int(((scores >= t) & other).any(axis=1).sum()),
                           "caught": int((own >= t).sum())}

@@ -39,9 +39,13 @@ recoloured more often than cropped and rotated; the registry test's attack is ke
 
 
 def main() -> None:
-    from benchmarks.registered_views import registered_descriptors
+    from benchmarks.registered_views import (
+        registered_descriptors,
+        scores_with_originals,
+        scores_with_registry,
+    )
     from easel.audit.augment import ATTACKS
-    from easel.audit.encoder import best_view_scores, describe, load_encoder
+    from easel.audit.encoder import describe, load_encoder
     from easel.audit.evaluate import _bits, same_drawing, variant_key
     from easel.audit.thresholds import NEAR_COPY_THRESHOLD
     from easel.config import get_settings
@@ -79,17 +83,8 @@ def main() -> None:
             batch = prompts[s:s + 8]
             generated += pipe([p.prompt for p in batch], seeds=[p.seed for p in batch]).images
     gen_seconds = time.perf_counter() - started
-    def best_with(queries: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
-        """Each query's best score with any registered work (over its views), ``skip`` pairs left out."""
-        out = []
-        for s in range(0, len(queries), 64):
-            scores = best_view_scores(queries[s:s + 64], views)
-            if skip is not None:
-                scores[skip[s:s + 64]] = -1.0
-            out.append(scores.max(axis=1))
-        return np.concatenate(out) if out else np.zeros(0)
-
-    gen_best = best_with(describe(encoder, generated).copy.numpy()) if generated else np.zeros(0)
+    gen_best = scores_with_registry(describe(encoder, generated).copy.numpy(), views).max(axis=1) \
+        if generated else np.zeros(0)
 
     val = [i for i, r in enumerate(rows) if r["split"] == "val"]
     bits = _bits([pdq_of_array(prepare(p))[0] for p in pictures])
@@ -97,16 +92,13 @@ def main() -> None:
     q = registered[val]
     # itself, its skin-tone variants and its PDQ twins are not someone else's work
     twins = same_drawing(bits[val], keys[val], bits, keys)
-    real_best = best_with(q, twins)
-    whole_scores = q @ registered.T
-    whole_scores[twins] = -1.0
-    real_best_whole = whole_scores.max(axis=1)
+    real_best, real_best_whole = (np.where(twins, -1.0, scores).max(axis=1)
+                                  for scores in (scores_with_registry(q, views), q @ registered.T))
     own = {}
     for attack in GUARD_ATTACKS:
         rng = random.Random(0)
         attacked = [ATTACKS[attack](pictures[i], rng) for i in val]
-        own[attack] = (np.einsum("nd,nvd->nv", describe(encoder, attacked).copy.numpy(), views[val])
-                       .max(axis=1))
+        own[attack] = scores_with_originals(describe(encoder, attacked).copy.numpy(), views[val])
 
     grid = sorted({*np.round(np.arange(0.60, 0.99, 0.02), 2).tolist(), round(NEAR_COPY_THRESHOLD, 3)})
     table = {f"{t:.3f}": {"generated_refused": float((gen_best >= t).mean()) if len(gen_best) else None,

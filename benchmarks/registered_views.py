@@ -4,6 +4,8 @@
 ``[N x V x D]`` and its whole-picture copy descriptors ``[N x D]``; with ``cache`` (an ``.npz``
 path) they are kept there, keyed by the encoder folder and the manifest's rows, so that
 ``guard_rate.py`` and ``audit_refusals.py`` describe the 19 k works (12 views each) only once.
+``scores_with_registry`` and ``scores_with_originals`` score queries against them as the
+registry does (the best over a work's views).
 """
 
 from __future__ import annotations
@@ -41,3 +43,20 @@ def registered_descriptors(encoder: Any, encoder_path: str | None, rows: list[di
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, key=np.array(key), views=out[0], whole=out[1])
     return out
+
+
+def scores_with_registry(queries: np.ndarray, views: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """Copy scores ``[Q x N]`` of queries ``[Q x D]`` with every registered work (``views``
+    ``[N x V x D]``), computed ``chunk`` queries at a time to bound memory."""
+    from easel.audit.encoder import best_view_scores
+
+    if len(queries) == 0:
+        return np.zeros((0, len(views)), dtype=np.float32)
+    return np.concatenate([best_view_scores(queries[s:s + chunk], views)
+                           for s in range(0, len(queries), chunk)])
+
+
+def scores_with_originals(queries: np.ndarray, originals: np.ndarray) -> np.ndarray:
+    """Copy score ``[N]`` of query ``i`` (``[N x D]``) with its own original, work ``i`` of
+    ``originals`` (``[N x V x D]``): the best over that work's views."""
+    return np.einsum("nd,nvd->nv", queries, originals).max(axis=1)

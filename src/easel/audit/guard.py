@@ -84,7 +84,7 @@ class IngestDescriptors:
         score with ``picture`` reaches ``REGISTRY_COPY_THRESHOLD``; PDQ finds take precedence."""
         if self.encoder is None:
             return
-        from easel.audit.encoder import COPY_KIND
+        from easel.audit.encoder import COPY_KIND, best_view_scores
         from easel.audit.index import descriptor_index
 
         _warn_if_stale(self.session)
@@ -92,7 +92,7 @@ class IngestDescriptors:
         index = descriptor_index(self.session, self.folder, COPY_KIND, copy_vec.size)
         scored = [(h.key, h.score) for h in index.search(copy_vec[None], 10)]
         if self.pending_keys:
-            pending = (np.stack(self.pending_views) @ copy_vec).max(axis=1)
+            pending = best_view_scores(copy_vec[None], np.stack(self.pending_views))[0]
             scored += list(zip(self.pending_keys, pending.tolist(), strict=True))
         hits = {key: score for key, score in scored if score >= REGISTRY_COPY_THRESHOLD}
         if not hits:

@@ -47,11 +47,16 @@ class FloatIndex:
         self.dim = dim
         self.index: Any = faiss.IndexFlatIP(dim)
         self.keys = np.zeros(0, dtype=np.int64)
-        self.rows_per_key = 1  # the most rows any one key owns (views of one work)
+        self.rows_per_key = 1  # the most rows any one key owns (views of one work); see _set_keys
 
     def __len__(self) -> int:
         """Rows (vectors); a work with several views has several."""
         return int(self.index.ntotal)
+
+    def _set_keys(self, keys: np.ndarray) -> None:
+        self.keys = keys
+        if len(keys):
+            self.rows_per_key = int(np.unique(keys, return_counts=True)[1].max())
 
     @property
     def key_count(self) -> int:
@@ -66,8 +71,7 @@ class FloatIndex:
             raise ValueError(f"{len(key_array)} keys for {len(vectors)} vectors")
         if len(vectors):
             self.index.add(vectors)
-            self.keys = np.concatenate([self.keys, key_array])
-            self.rows_per_key = int(np.unique(self.keys, return_counts=True)[1].max())
+            self._set_keys(np.concatenate([self.keys, key_array]))
 
     def search(self, queries: np.ndarray, k: int) -> list[Scored]:
         """The ``k`` best keys over all queries (``[Q x dim]``), best first, each scored by its
@@ -104,9 +108,7 @@ class FloatIndex:
         index, keys, state = loaded
         out = cls(int(state["dim"]))
         out.index = index
-        out.keys = keys
-        if len(keys):
-            out.rows_per_key = int(np.unique(keys, return_counts=True)[1].max())
+        out._set_keys(keys)
         return out, state
 
 
