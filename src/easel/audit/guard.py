@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -68,6 +68,27 @@ class IngestDescriptors:
         self.pending_keys: list[int] = []
         self.pending_views: list[np.ndarray] = []  # [V x D] reference views of each
         self._descriptors: dict[str, np.ndarray] = {}
+        self._saved: Any = None
+        self._pending_matrix: np.ndarray | None = None
+
+    def saved_index(self, dim: int) -> Any:
+        """The saved copy index as of this session's first check (works added since are pending).
+
+        Taken once: asked again after ``add``, the session's own uncommitted rows would make it
+        look stale on every upload, and each check would rebuild it (what made importing the
+        corpus slow down as the registry grew)."""
+        if self._saved is None:
+            from easel.audit.encoder import COPY_KIND
+            from easel.audit.index import descriptor_index
+
+            self._saved = descriptor_index(self.session, self.folder, COPY_KIND, dim)
+        return self._saved
+
+    def _pending(self) -> np.ndarray:
+        """The pending works' reference views ``[P x V x D]``, stacked once per new work."""
+        if self._pending_matrix is None or len(self._pending_matrix) != len(self.pending_views):
+            self._pending_matrix = np.stack(self.pending_views)
+        return self._pending_matrix
 
     def _describe(self, sha256: str, picture: Image.Image) -> np.ndarray:
         """The upload's copy descriptor ``[D]``, as a query: the picture as it is."""
@@ -85,14 +106,18 @@ class IngestDescriptors:
         if self.encoder is None:
             return
         from easel.audit.encoder import COPY_KIND, best_view_scores
-        from easel.audit.index import descriptor_index
+        from easel.audit.index import exact_scores
 
-        _warn_if_stale(self.session)
+        if self._saved is None:
+            _warn_if_stale(self.session)
         copy_vec = self._describe(sha256, picture)
-        index = descriptor_index(self.session, self.folder, COPY_KIND, copy_vec.size)
-        scored = [(h.key, h.score) for h in index.search(copy_vec[None], 10)]
+        index = self.saved_index(copy_vec.size)
+        found_rows = index.search(copy_vec[None], 10)
+        if index.is_approximate:
+            found_rows = exact_scores(self.session, COPY_KIND, found_rows, copy_vec[None])
+        scored = [(h.key, h.score) for h in found_rows]
         if self.pending_keys:
-            pending = best_view_scores(copy_vec[None], np.stack(self.pending_views))[0]
+            pending = best_view_scores(copy_vec[None], self._pending())[0]
             scored += list(zip(self.pending_keys, pending.tolist(), strict=True))
         hits = {key: score for key, score in scored if score >= REGISTRY_COPY_THRESHOLD}
         if not hits:
@@ -135,6 +160,7 @@ class IngestDescriptors:
             descriptor_index(session, self.folder, STYLE_KIND, int(self.encoder.config.style_dim))
         self.pending_keys.clear()
         self.pending_views.clear()
+        self._saved = self._pending_matrix = None
 
 
 class NearCopyRefused(PermissionDenied):
@@ -165,7 +191,7 @@ def output_guard(image: Image.Image, db_url: str) -> Image.Image:
     if encoder is None:
         return image
     from easel.audit.encoder import COPY_KIND, describe
-    from easel.audit.index import descriptor_index
+    from easel.audit.index import descriptor_index, exact_scores
     from easel.registry.store import index_dir
 
     if db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).exists():
@@ -182,7 +208,9 @@ def output_guard(image: Image.Image, db_url: str) -> Image.Image:
             log.info("output guard skipped: no registered work has descriptors")
             return image
         vec = describe(encoder, [image]).copy.numpy()
-        best = index.search(vec, 1)
+        best = index.search(vec, 10 if index.is_approximate else 1)
+        if index.is_approximate:  # its scores are approximate: decide on exact ones
+            best = exact_scores(session, COPY_KIND, best, vec)
         if best and best[0].score >= NEAR_COPY_THRESHOLD:
             from sqlalchemy import select
 

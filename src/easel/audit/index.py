@@ -1,18 +1,24 @@
 """FAISS indexes of the learned descriptors of registered works, beside the PDQ index.
 
-One ``FloatIndex`` per descriptor kind (copy, style): an exact inner-product index
-(``faiss.IndexFlatIP``; descriptors are L2-normalised, so the score is the cosine) plus the work
-key (``works.pk``) of each row. A work may own several rows — the copy kind keeps every
-reference view of a work (``encoder.reference_views``) — and a search scores a work by its
-best row. It is saved atomically as ``desc-<kind>.*`` in the registry's
-index folder (``easel.registry.store.index_dir``) and rebuilt from the ``work_descriptors``
-table whenever the files are missing, unreadable or stale (row count or newest row differ),
-exactly as the PDQ index is.
+One ``FloatIndex`` per descriptor kind (copy, style) plus the work key (``works.pk``) of each
+row. A work may own several rows — the copy kind keeps every reference view of a work
+(``encoder.reference_views``) — and a search scores a work by its best row. Up to
+``EXACT_MAX_ROWS`` rows the index is exact (``faiss.IndexFlatIP``; descriptors are
+L2-normalised, so the score is the cosine); above it, a flat search is too slow for an
+interactive audit (p50 209 ms at 1.2 M rows, BENCHMARKS.md) and the index is an inverted file
+with 8-bit scalar quantisation (``IVF<n>,SQ8``, a quarter of the memory): it *finds*
+candidates, and every caller that decides something scores them exactly from the stored
+vectors (``exact_scores``). It is saved atomically as ``desc-<kind>.*`` in the registry's
+index folder (``easel.registry.store.index_dir``); when the ``work_descriptors`` table has
+grown by new rows only, the saved index takes just those, otherwise (missing, unreadable,
+rows removed or replaced) it is rebuilt, as the PDQ index is.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +30,15 @@ from sqlalchemy.orm import Session
 from easel.registry.index import FAISS_THREADS, load_index_files, save_index_files
 from easel.registry.models import WorkDescriptor
 
+log = logging.getLogger(__name__)
+
 _cache: dict[tuple[str, str], tuple[tuple[int, int], FloatIndex]] = {}
 _lock = threading.Lock()
+
+EXACT_MAX_ROWS = 600_000
+"""Above this many rows (50,000 works of 12 views) a rebuilt index is approximate (IVF-SQ8)."""
+IVF_PROBE_SHARE = 1 / 8
+"""Share of the inverted lists one search visits (``nprobe`` = ``nlist`` × this, at least 8)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,8 @@ class Scored:
 
 
 class FloatIndex:
-    """Exact cosine search over L2-normalised float32 vectors, each row tagged with a work key."""
+    """Cosine search over L2-normalised float32 vectors, each row tagged with a work key: exact,
+    or approximate (``FloatIndex.approximate``) for large registries."""
 
     def __init__(self, dim: int) -> None:
         import faiss
@@ -48,6 +62,34 @@ class FloatIndex:
         self.index: Any = faiss.IndexFlatIP(dim)
         self.keys = np.zeros(0, dtype=np.int64)
         self.rows_per_key = 1  # the most rows any one key owns (views of one work); see _set_keys
+        self._key_count: int | None = 0
+
+    @classmethod
+    def approximate(cls, dim: int, sample: np.ndarray, nlist: int | None = None) -> FloatIndex:
+        """An empty inverted-file index (``IVF<nlist>,SQ8``, inner product) whose lists and
+        quantiser are trained on ``sample`` (``[N x dim]`` vectors like those it will hold;
+        ``nlist`` defaults to about √N·2, 64–4,096)."""
+        import faiss
+
+        sample = np.ascontiguousarray(sample, dtype=np.float32).reshape(-1, dim)
+        if nlist is None:
+            nlist = int(np.clip(2 * np.sqrt(len(sample)), 64, 4096))
+        if len(sample) < 4 * nlist:
+            raise ValueError(f"{len(sample)} sample vectors are too few to train {nlist} lists")
+        out = cls(dim)
+        out.index = faiss.index_factory(dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
+        out.index.train(sample)
+        out._set_probes()
+        return out
+
+    @property
+    def is_approximate(self) -> bool:
+        """Whether scores are approximate (rescore with ``exact_scores`` before deciding)."""
+        return hasattr(self.index, "nprobe")
+
+    def _set_probes(self) -> None:
+        if self.is_approximate:
+            self.index.nprobe = max(8, round(self.index.nlist * IVF_PROBE_SHARE))
 
     def __len__(self) -> int:
         """Rows (vectors); a work with several views has several."""
@@ -55,23 +97,35 @@ class FloatIndex:
 
     def _set_keys(self, keys: np.ndarray) -> None:
         self.keys = keys
+        self._key_count = None
         if len(keys):
             self.rows_per_key = int(np.unique(keys, return_counts=True)[1].max())
 
     @property
     def key_count(self) -> int:
         """Distinct keys (works) indexed."""
-        return len(np.unique(self.keys))
+        if self._key_count is None:
+            self._key_count = len(np.unique(self.keys))
+        return self._key_count
 
     def add(self, keys: list[int] | np.ndarray, vectors: np.ndarray) -> None:
-        """Add ``vectors`` float32 ``[N x dim]`` under ``keys`` (N ints)."""
+        """Add ``vectors`` float32 ``[N x dim]`` under ``keys`` (N ints). A key's rows come in
+        one call (one work's views together), and a key already indexed is not added again."""
         key_array = np.asarray(keys, dtype=np.int64).reshape(-1)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if len(key_array) != len(vectors):
             raise ValueError(f"{len(key_array)} keys for {len(vectors)} vectors")
-        if len(vectors):
-            self.index.add(vectors)
-            self._set_keys(np.concatenate([self.keys, key_array]))
+        if not len(vectors):
+            return
+        self.index.add(vectors)
+        # Only the new block is counted: np.unique over millions of rows per added work would
+        # make ingest O(registry); rows of one key never span two calls (see above).
+        new_keys, counts = np.unique(key_array, return_counts=True)
+        self.keys = np.concatenate([self.keys, key_array])
+        self.rows_per_key = max(self.rows_per_key if len(self.keys) > len(key_array) else 1,
+                                int(counts.max()))
+        if self._key_count is not None:
+            self._key_count += len(new_keys)
 
     def search(self, queries: np.ndarray, k: int) -> list[Scored]:
         """The ``k`` best keys over all queries (``[Q x dim]``), best first, each scored by its
@@ -109,6 +163,7 @@ class FloatIndex:
         out = cls(int(state["dim"]))
         out.index = index
         out._set_keys(keys)
+        out._set_probes()
         return out, state
 
 
@@ -124,41 +179,110 @@ def _state(session: Session, kind: str) -> tuple[int, int]:
     return int(count), int(newest)
 
 
-def _rebuild(session: Session, kind: str) -> FloatIndex | None:
-    rows = session.execute(select(WorkDescriptor.work_pk, WorkDescriptor.dim, WorkDescriptor.vector)
-                           .where(WorkDescriptor.kind == kind).order_by(WorkDescriptor.pk)).all()
-    if not rows:
-        return None
+def _rows(session: Session, kind: str, after: int = 0,
+          batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(keys, vectors)`` blocks of the ``kind`` rows with ``pk > after``, in pk order."""
     from easel.registry.descriptors import row_vectors
 
-    dim = int(rows[0][1])
-    index = FloatIndex(dim)
-    views = [row_vectors(dim, r[2]) for r in rows]
-    index.add(np.repeat([r[0] for r in rows], [len(v) for v in views]), np.concatenate(views))
+    query = (select(WorkDescriptor.work_pk, WorkDescriptor.dim, WorkDescriptor.vector)
+             .where(WorkDescriptor.kind == kind, WorkDescriptor.pk > after)
+             .order_by(WorkDescriptor.pk).execution_options(yield_per=batch))
+    keys: list[int] = []
+    views: list[np.ndarray] = []
+    for work_pk, dim, blob in session.execute(query):
+        vectors = row_vectors(int(dim), blob)
+        keys.extend([int(work_pk)] * len(vectors))
+        views.append(vectors)
+        if len(views) >= batch:
+            yield np.asarray(keys, dtype=np.int64), np.concatenate(views)
+            keys, views = [], []
+    if views:
+        yield np.asarray(keys, dtype=np.int64), np.concatenate(views)
+
+
+def _rebuild(session: Session, kind: str, dim: int) -> FloatIndex:
+    """Every ``kind`` row in an exact index, or past ``EXACT_MAX_ROWS`` an approximate one
+    trained on a spread sample of the rows (every n-th, about 20,000 works)."""
+    count = _state(session, kind)[0]
+    first = session.execute(select(WorkDescriptor.dim, WorkDescriptor.vector)
+                            .where(WorkDescriptor.kind == kind).limit(1)).first()
+    if first is not None:  # the stored rows' size wins over the caller's
+        dim = int(first[0])
+    views = len(first[1]) // (4 * dim) if first is not None else 1
+    if count * views <= EXACT_MAX_ROWS:
+        index = FloatIndex(dim)
+    else:
+        from easel.registry.descriptors import row_vectors
+
+        stride = max(1, count // 20_000)
+        sample = np.concatenate([row_vectors(int(d), v) for d, v in session.execute(
+            select(WorkDescriptor.dim, WorkDescriptor.vector)
+            .where(WorkDescriptor.kind == kind, WorkDescriptor.pk % stride == 0))])
+        log.info("%s: %d works × %d views; training an approximate index on %d rows",
+                 kind, count, views, len(sample))
+        index = FloatIndex.approximate(dim, sample)
+    for keys, vectors in _rows(session, kind):
+        index.add(keys, vectors)
     return index
 
 
 def descriptor_index(session: Session, folder: Path, kind: str, dim: int) -> FloatIndex:
     """The index of ``kind`` descriptors of the database behind ``session``, current with it.
 
-    Loaded from ``folder`` (cached in the process) or rebuilt and saved when stale.
+    Loaded from ``folder`` (cached in the process); when the table has only gained rows since
+    it was saved, the loaded index takes the new rows; rebuilt otherwise; saved when changed.
     """
     state = _state(session, kind)
     key = (str(folder), kind)
+    name = index_name(kind)
     with _lock:
         cached = _cache.get(key)
         if cached is not None and cached[0] == state:
             return cached[1]
-        name = index_name(kind)
-        loaded = FloatIndex.load(folder, name)
-        if loaded is not None and (loaded[1].get("count"), loaded[1].get("newest")) == state \
-                and loaded[0].key_count == state[0]:
-            index = loaded[0]
-        else:
-            index = _rebuild(session, kind) or FloatIndex(dim)
+        # a fresh object, never the cached one: another thread may be searching that
+        found = FloatIndex.load(folder, name)
+        index = None
+        if found is not None:
+            old, old_state = found
+            had = (int(old_state.get("count", -1)), int(old_state.get("newest", -1)))
+            if old.key_count == had[0] == state[0] and had[1] == state[1]:
+                index = old  # current: nothing to save
+            elif old.key_count == had[0] and _grown_only(session, kind, had, state):
+                for keys, vectors in _rows(session, kind, after=had[1]):
+                    old.add(keys, vectors)
+                index = old
+                index.save(folder, name, {"count": state[0], "newest": state[1]})
+        if index is None:
+            index = _rebuild(session, kind, dim)
             index.save(folder, name, {"count": state[0], "newest": state[1]})
         _cache[key] = (state, index)
         return index
+
+
+def _grown_only(session: Session, kind: str, had: tuple[int, int], now: tuple[int, int]) -> bool:
+    """Whether the ``kind`` rows now are those of ``had`` plus rows newer than its newest."""
+    newer = session.execute(select(func.count(WorkDescriptor.pk)).where(
+        WorkDescriptor.kind == kind, WorkDescriptor.pk > had[1])).scalar_one()
+    return 0 <= had[1] <= now[1] and had[0] + int(newer) == now[0]
+
+
+def exact_scores(session: Session, kind: str, hits: list[Scored], queries: np.ndarray) -> list[Scored]:
+    """``hits`` scored exactly from the stored vectors (each work by its best view over all
+    ``queries``), best first: what an approximate index found, as an exact one would score it."""
+    if not hits:
+        return []
+    from easel.registry.descriptors import row_vectors
+
+    queries = np.asarray(queries, dtype=np.float32).reshape(-1, queries.shape[-1])
+    rows = session.execute(select(WorkDescriptor.work_pk, WorkDescriptor.dim, WorkDescriptor.vector)
+                           .where(WorkDescriptor.kind == kind,
+                                  WorkDescriptor.work_pk.in_([h.key for h in hits]))).all()
+    out = []
+    for work_pk, dim, blob in rows:
+        scores = row_vectors(int(dim), blob) @ queries.T  # [V x Q]
+        q = int(scores.max(axis=0).argmax())
+        out.append(Scored(int(work_pk), float(scores[:, q].max()), q))
+    return sorted(out, key=lambda h: (-h.score, h.key))
 
 
 def forget_cache() -> None:

@@ -151,10 +151,13 @@ def _audit_folder(folder: Path, artist: str | None, k: int, csv_path: Path,
 @app.command("index")
 def audit_index(
     encoder_dir: Path | None = typer.Option(None, "--encoder", help="Descriptor encoder folder."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the copy and style indexes from "
+                                 "the database instead of extending the saved ones."),
 ) -> None:
-    """Describe every registered work that has no descriptors yet and rebuild the indexes."""
+    """Describe every registered work that has no descriptors yet and bring the indexes up to date
+    (exact up to 600,000 rows, an approximate IVF index above; see `easel.audit.index`)."""
     from easel.audit.encoder import COPY_KIND, STYLE_KIND, load_encoder
-    from easel.audit.index import descriptor_index, forget_cache
+    from easel.audit.index import descriptor_index, forget_cache, index_name
     from easel.audit.service import describe_works
     from easel.registry.store import index_dir, registry_session, registry_url
 
@@ -163,6 +166,9 @@ def audit_index(
     with registry_session(url) as session:
         done, skipped = describe_works(session, encoder)
     forget_cache()
+    if rebuild:
+        for kind in (COPY_KIND, STYLE_KIND):
+            (index_dir(url) / f"{index_name(kind)}.json").unlink(missing_ok=True)
     with registry_session(url) as session:
         n = descriptor_index(session, index_dir(url), COPY_KIND, int(encoder.config.copy_dim)).key_count
         descriptor_index(session, index_dir(url), STYLE_KIND, int(encoder.config.style_dim))

@@ -1,0 +1,130 @@
+"""The descriptor indexes: exact and approximate search, growth without a rebuild, exact re-scoring."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import delete
+
+import easel.audit.index as index_module
+from easel.audit.index import FloatIndex, Scored, descriptor_index, exact_scores, forget_cache
+from easel.registry.descriptors import descriptor_row
+from easel.registry.models import Work, WorkDescriptor
+from easel.registry.service import add_artist
+from easel.registry.store import index_dir, registry_session
+
+KIND = "test-desc-v1"
+
+
+def unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    x = rng.normal(size=shape).astype(np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def url(easel_home: Path) -> str:
+    url = f"sqlite:///{easel_home / 'easel.db'}"
+    with registry_session(url) as session:
+        add_artist(session, "ann", "Ann")
+    return url
+
+
+def add_works(url: str, vectors: np.ndarray, start: int = 0) -> list[int]:
+    """Work rows (test records, no pictures) with one descriptor row each (``[N x V x D]``)."""
+    pks = []
+    with registry_session(url) as session:
+        for i, views in enumerate(vectors, start):
+            digest = hashlib.sha256(str(i).encode()).hexdigest()
+            work = Work(id=f"w{i}", owner_id="ann", title=f"work {i}", license_spdx="CC0-1.0",
+                        sha256=digest, media_type="image/png", width=64, height=64, pdq="", pdq_quality=0,
+                        pdq_dihedral="")
+            session.add(work)
+            session.flush()
+            session.add(descriptor_row(work.pk, KIND, views))
+            pks.append(work.pk)
+    return pks
+
+
+def test_an_approximate_index_finds_a_works_view_and_keeps_its_settings_through_save_and_load(
+        tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    views = unit(rng, 400, 4, 16)
+    index = FloatIndex.approximate(16, views.reshape(-1, 16), nlist=16)
+    assert index.is_approximate and not FloatIndex(16).is_approximate
+    index.add(np.repeat(np.arange(1000, 1400), 4), views.reshape(-1, 16))
+    query = views[123, 2] + 0.05 * rng.normal(size=16).astype(np.float32)
+    query /= np.linalg.norm(query)
+    best = index.search(query[None], 5)
+    assert best[0].key == 1123 and len({h.key for h in best}) == 5
+    assert best[0].score == pytest.approx(float(views[123, 2] @ query), abs=0.02)  # SQ8: close, not exact
+    index.save(tmp_path, "ivf", {"count": 400, "newest": 400})
+    loaded = FloatIndex.load(tmp_path, "ivf")
+    assert loaded is not None
+    again = loaded[0]
+    assert again.is_approximate and again.index.nprobe == index.index.nprobe == 8
+    assert again.rows_per_key == 4 and again.key_count == 400
+    assert again.search(query[None], 1)[0].key == 1123
+
+
+def test_too_small_a_sample_to_train_is_refused() -> None:
+    with pytest.raises(ValueError, match="too few"):
+        FloatIndex.approximate(16, unit(np.random.default_rng(0), 100, 16), nlist=64)
+
+
+def test_the_saved_index_takes_new_rows_without_a_rebuild_and_is_rebuilt_when_rows_go(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    first = unit(rng, 5, 3, 8)
+    add_works(url, first)
+    folder = index_dir(url)
+    with registry_session(url) as session:
+        assert descriptor_index(session, folder, KIND, 8).key_count == 5
+    later = unit(rng, 2, 3, 8)
+    new_pks = add_works(url, later, start=5)
+    forget_cache()
+
+    def no_rebuild(*args: object) -> FloatIndex:
+        raise AssertionError("the index was rebuilt, not extended")
+
+    monkeypatch.setattr(index_module, "_rebuild", no_rebuild)
+    with registry_session(url) as session:
+        grown = descriptor_index(session, folder, KIND, 8)
+        assert len(grown) == 21 and grown.key_count == 7
+        assert grown.search(later[1, 2][None], 1)[0].key == new_pks[1]
+    forget_cache()
+    with registry_session(url) as session:  # the extended index was saved: loaded as it is
+        assert descriptor_index(session, folder, KIND, 8).key_count == 7
+    monkeypatch.undo()
+    with registry_session(url) as session:
+        session.execute(delete(WorkDescriptor).where(WorkDescriptor.work_pk == new_pks[0]))
+    with registry_session(url) as session:
+        rebuilt = descriptor_index(session, folder, KIND, 8)
+        assert rebuilt.key_count == 6 and new_pks[0] not in set(rebuilt.keys.tolist())
+
+
+def test_a_large_registry_gets_an_approximate_index_whose_finds_are_rescored_exactly(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    views = unit(rng, 300, 2, 16)
+    pks = add_works(url, views)
+    monkeypatch.setattr(index_module, "EXACT_MAX_ROWS", 100)
+    forget_cache()
+    query = views[40, 1] + 0.1 * rng.normal(size=16).astype(np.float32)
+    query /= np.linalg.norm(query)
+    with registry_session(url) as session:
+        index = descriptor_index(session, index_dir(url), KIND, 16)
+        assert index.is_approximate and index.key_count == 300
+        found = index.search(query[None], 5)
+        assert found[0].key == pks[40]
+        exact = exact_scores(session, KIND, found, query[None])
+    by_pk = dict(zip(pks, views, strict=True))
+    true_best = {h.key: float((by_pk[h.key] @ query).max()) for h in exact}
+    assert [h.key for h in exact] == sorted(true_best, key=lambda k: -true_best[k])
+    for hit in exact:
+        assert hit.score == pytest.approx(float((by_pk[hit.key] @ query).max()), abs=1e-6)
+    with registry_session(url) as session:
+        assert exact_scores(session, KIND, [Scored(pks[0], 0.0, 0)], query[None])[0].score == pytest.approx(
+            float((views[0] @ query).max()), abs=1e-6)
