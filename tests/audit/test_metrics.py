@@ -38,3 +38,62 @@ def test_skin_tone_variants_share_a_variant_key_only_within_a_set() -> None:
     assert a == variant_key("openmoji", "people holding hands")
     assert a != variant_key("noto", "people holding hands")
     assert variant_key("noto", "man guard") != variant_key("noto", "woman guard")
+
+
+def test_pixel_twins_are_the_same_picture_at_any_size_and_not_a_redrawing() -> None:
+    from PIL import Image, ImageDraw
+
+    from easel.audit.evaluate import pixel_twins
+
+    def square(colour: tuple[int, int, int], size: int, inset: int) -> Image.Image:
+        im = Image.new("RGB", (size, size), "white")
+        ImageDraw.Draw(im).rectangle([inset, inset, size - inset, size - inset], fill=colour)
+        return im
+
+    pictures = [square((0, 0, 0), 256, 40), square((0, 0, 0), 128, 20),  # one picture, two sizes
+                square((0, 0, 0), 256, 80), square((200, 0, 0), 256, 40)]  # smaller; recoloured
+    twins = pixel_twins(pictures)
+    assert twins[0, 1] and twins[1, 0] and twins.diagonal().all()
+    assert not twins[0, 2] and not twins[0, 3] and not twins[2, 3]
+
+
+def test_audit_eval_sets_pixel_twins_aside_and_reports_the_earlier_rule_beside(
+        tmp_path, tiny_encoder_dir) -> None:  # type: ignore[no-untyped-def]
+    """The copy evaluation end to end on a tiny corpus to which two sets add the same plain
+    square, one black, one a shade lighter: PDQ calls them different (a flat square's hash is
+    unstable), pixels call them the same picture, and that pair is not a negative."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image, ImageDraw
+
+    from easel.audit.encoder import load_encoder
+    from easel.audit.evaluate import evaluate, format_report
+    from easel.corpus.manifest import dataset_id_of
+    from easel.registry.fingerprint import hamming, pdq_of_array, prepare
+    from tests.evaluation.conftest import write_synthetic_corpus
+
+    manifest = write_synthetic_corpus(tmp_path)
+    table = pq.read_table(manifest)
+    rows = table.to_pylist()
+    template = next(r for r in rows if r["split"] == "val")
+    squares = []
+    for set_id, grey in (("alpha", 0), ("beta", 12)):
+        im = Image.new("RGB", (64, 64), "white")
+        ImageDraw.Draw(im).rectangle([12, 12, 51, 51], fill=(grey, grey, grey))
+        im.save(tmp_path / f"images/{set_id}/plain-square.png")
+        squares.append(im)
+        rows.append(dict(template, item_id=f"{set_id}:plain-square", set_id=set_id, icon_name="plain-square",
+                         concept="plain-square", caption="plain square",
+                         png_path=f"images/{set_id}/plain-square.png"))
+    assert hamming(pdq_of_array(prepare(squares[0]))[0], pdq_of_array(prepare(squares[1]))[0]) > 31
+    grown = pa.Table.from_pylist(sorted(rows, key=lambda r: r["item_id"]), schema=table.schema)
+    meta = dict(table.schema.metadata)
+    meta[b"dataset_id"] = dataset_id_of(grown).encode()
+    pq.write_table(grown.replace_schema_metadata(meta), manifest)
+
+    report = evaluate(load_encoder(str(tiny_encoder_dir)), manifest, split="val", progress=False, text=False)
+    n = report["icons"]
+    assert n == sum(r["split"] == "val" for r in rows)
+    assert report["pixel_twin_pairs"] == ["alpha:plain square = beta:plain square"]
+    assert 0.0 <= report["copy_recall_at_fpr_1e-4_pdq_tone_rule"] <= 1.0
+    assert "1 pixel-twin pairs are not negatives" in format_report(report)
