@@ -11,11 +11,14 @@ other pairs, except references that are variants of the query's original: PDQ ma
 bits), icons of the same set whose captions differ only in skin-tone words ("people holding
 hands, medium skin tone and dark skin tone"): one artist's one drawing, recoloured, which no
 copy detector should be blamed for — and *pixel twins*, two icons whose pictures are within
-RMSE 0.03 at 32 px, the near-copy rule of the model evaluation (``NEAR_COPY_RMSE``): the same
-picture under two names or in two sets (twemoji's and emojione's ``black large square``, noto's
-``people wrestling`` and ``men wrestling``), where a detector that says "copy" is right. The
-figures under the earlier rule (PDQ twins and tone variants only) are reported beside
-(``*_pdq_tone_rule``), with the pixel-twin pairs the new rule set aside. Reported per attack
+RMSE 0.03 at 32 px, the near-copy rule of the model evaluation (``NEAR_COPY_RMSE``): one
+picture under two names or in two sets, where a detector that says "copy" is right. The figures
+under the earlier rule (PDQ twins and tone variants only) are reported beside
+(``*_pdq_tone_rule``), with the pixel-twin pairs the new rule set aside. (On the 2026-12-02
+registry's test split the rule sets aside no pair: the negatives that hold the threshold up —
+plain red and black squares that three sets drew alike, fxemoji's left and right arrows, one
+the other's mirror image, noto's ``people wrestling`` and ``men wrestling`` in other skin tones
+— differ by more than that, each the other under one of the suite's own attacks.) Reported per attack
 and pooled: recall at a false-positive rate of 1e-4 per pair (one threshold for the whole
 suite), top-1 accuracy, and µAP (DISC21: every query's 10 best references pooled and ranked by
 score). PDQ scores are minus the least
