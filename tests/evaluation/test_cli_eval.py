@@ -37,7 +37,9 @@ def test_eval_cli_shows_judges_then_scores_references(synthetic_manifest: Path, 
     assert "judge on held-out real images" in proc.stdout
     report = json.loads(out.read_text())
     assert report["n_prompts"] == 6 and report["generator"] == "reference:noise"
-    assert report["generated"]["overall"]["concept_top1"] == 0.0
+    # noise falls in one or two concept classes: at most those prompts' worth of hits (see
+    # test_real_icons_score_high_and_noise_near_chance)
+    assert report["generated"]["overall"]["concept_top1"] <= 2 / 6
     assert len(report["contact_sheet"]["prompts"]) == 16
     assert Image.open(sheet).width > 4 * 128
 

@@ -86,7 +86,10 @@ def test_real_icons_score_high_and_noise_near_chance(tiny_judges) -> None:  # ty
     r, z = real["generated"]["overall"], noise["generated"]["overall"]
     assert r["style_accuracy"] >= 0.7
     assert z["style_accuracy"] <= 0.6  # noise lands in one or two classes: chance is 1/3
-    assert z["concept_top1"] == 0.0
+    # Noise lands in one or two concept classes too: it can name a prompt's concept only when one
+    # of those happens to be asked for, at most two prompts' worth — far below the real icons.
+    # (Asserting 0 asked which class the tiny judge's weights put noise in: it differed by machine.)
+    assert z["concept_top1"] <= 2 / noise["n_prompts"] and z["concept_top1"] < r["concept_top1"] / 2
     assert z["frechet"] > 3 * r["frechet"]
     # the real reference *is* the real-icons column
     assert real["real_icons"]["overall"] == r
