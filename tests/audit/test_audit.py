@@ -227,3 +227,17 @@ def test_shipped_encoder_refuses_a_cropped_rotated_bordered_copy_of_another_owne
     with pytest.raises(PermissionDenied, match="near-copy"):
         output_guard(ATTACKS["blur"](originals[2], random.Random(1)), url)
     assert output_guard(artwork(60), url) is not None
+
+
+def test_cli_audit_index_rebuilds_the_indexes_on_demand(registry: dict, encoder_dir: Path | None,
+                                                        easel_home: Path) -> None:
+    url = str(registry["url"])
+    chosen = ["--encoder", str(encoder_dir)] if encoder_dir else []
+    state = index_dir(url) / f"desc-{COPY_KIND}.json"
+    proc = run_cli("audit", "index", *chosen, env={"EASEL_HOME": str(easel_home)}, check=True)
+    assert "6 works indexed" in proc.stdout and state.exists()
+    before = state.stat().st_mtime_ns
+    run_cli("audit", "index", *chosen, env={"EASEL_HOME": str(easel_home)}, check=True)
+    assert state.stat().st_mtime_ns == before  # current: loaded, not written again
+    proc = run_cli("audit", "index", "--rebuild", *chosen, env={"EASEL_HOME": str(easel_home)}, check=True)
+    assert "6 works indexed" in proc.stdout and state.stat().st_mtime_ns > before

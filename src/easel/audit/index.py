@@ -109,8 +109,8 @@ class FloatIndex:
         return self._key_count
 
     def add(self, keys: list[int] | np.ndarray, vectors: np.ndarray) -> None:
-        """Add ``vectors`` float32 ``[N x dim]`` under ``keys`` (N ints). A key's rows come in
-        one call (one work's views together), and a key already indexed is not added again."""
+        """Add ``vectors`` float32 ``[N x dim]`` under ``keys`` (N ints). Callers add all of a
+        key's rows in one call (one work's views together) and never a key twice."""
         key_array = np.asarray(keys, dtype=np.int64).reshape(-1)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if len(key_array) != len(vectors):
