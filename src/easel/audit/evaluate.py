@@ -18,11 +18,12 @@ under the earlier rule (PDQ twins and tone variants only) are reported beside
 registry's test split the rule sets aside no pair: the negatives that hold the threshold up —
 plain red and black squares that three sets drew alike, fxemoji's left and right arrows, one
 the other's mirror image, noto's ``people wrestling`` and ``men wrestling`` in other skin tones
-— differ by more than that, each the other under one of the suite's own attacks.) Reported per attack
-and pooled: recall at a false-positive rate of 1e-4 per pair (one threshold for the whole
-suite), top-1 accuracy, and µAP (DISC21: every query's 10 best references pooled and ranked by
-score). PDQ scores are minus the least
-Hamming distance over the query's eight rotations and mirrors, exactly the registry's look-up.
+— differ by more than that, each the other under one of the suite's own attacks.)
+
+Reported per attack and pooled: recall at a false-positive rate of 1e-4 per pair (one
+threshold for the whole suite), top-1 accuracy, and µAP (DISC21: every query's 10 best
+references pooled and ranked by score). PDQ scores are minus the least Hamming distance over
+the query's eight rotations and mirrors, exactly the registry's look-up.
 
 Style: every icon queries the others; relevant = same set; mAP@10 and recall@1, per set.
 Text: each distinct caption (MiniLM, frozen) ranks the icons by content descriptor; a hit when
