@@ -10,7 +10,14 @@ import pytest
 from sqlalchemy import delete
 
 import easel.audit.index as index_module
-from easel.audit.index import FloatIndex, Scored, descriptor_index, exact_scores, forget_cache
+from easel.audit.index import (
+    FloatIndex,
+    Scored,
+    decisive_search,
+    descriptor_index,
+    exact_scores,
+    forget_cache,
+)
 from easel.registry.descriptors import descriptor_row
 from easel.registry.models import Work, WorkDescriptor
 from easel.registry.service import add_artist
@@ -120,6 +127,7 @@ def test_a_large_registry_gets_an_approximate_index_whose_finds_are_rescored_exa
         found = index.search(query[None], 5)
         assert found[0].key == pks[40]
         exact = exact_scores(session, KIND, found, query[None])
+        assert decisive_search(session, index, KIND, query[None], 1) == exact[:1]  # what guards decide on
     by_pk = dict(zip(pks, views, strict=True))
     true_best = {h.key: float((by_pk[h.key] @ query).max()) for h in exact}
     assert [h.key for h in exact] == sorted(true_best, key=lambda k: -true_best[k])

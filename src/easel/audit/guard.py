@@ -106,15 +106,13 @@ class IngestDescriptors:
         if self.encoder is None:
             return
         from easel.audit.encoder import COPY_KIND, best_view_scores
-        from easel.audit.index import exact_scores
+        from easel.audit.index import decisive_search
 
         if self._saved is None:
             _warn_if_stale(self.session)
         copy_vec = self._describe(sha256, picture)
         index = self.saved_index(copy_vec.size)
-        found_rows = index.search(copy_vec[None], 10)
-        if index.is_approximate:
-            found_rows = exact_scores(self.session, COPY_KIND, found_rows, copy_vec[None])
+        found_rows = decisive_search(self.session, index, COPY_KIND, copy_vec[None], 10)
         scored = [(h.key, h.score) for h in found_rows]
         if self.pending_keys:
             pending = best_view_scores(copy_vec[None], self._pending())[0]
@@ -191,7 +189,7 @@ def output_guard(image: Image.Image, db_url: str) -> Image.Image:
     if encoder is None:
         return image
     from easel.audit.encoder import COPY_KIND, describe
-    from easel.audit.index import descriptor_index, exact_scores
+    from easel.audit.index import decisive_search, descriptor_index
     from easel.registry.store import index_dir
 
     if db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).exists():
@@ -208,9 +206,7 @@ def output_guard(image: Image.Image, db_url: str) -> Image.Image:
             log.info("output guard skipped: no registered work has descriptors")
             return image
         vec = describe(encoder, [image]).copy.numpy()
-        best = index.search(vec, 10 if index.is_approximate else 1)
-        if index.is_approximate:  # its scores are approximate: decide on exact ones
-            best = exact_scores(session, COPY_KIND, best, vec)
+        best = decisive_search(session, index, COPY_KIND, vec, 1)
         if best and best[0].score >= NEAR_COPY_THRESHOLD:
             from sqlalchemy import select
 

@@ -61,8 +61,8 @@ class FloatIndex:
         self.dim = dim
         self.index: Any = faiss.IndexFlatIP(dim)
         self.keys = np.zeros(0, dtype=np.int64)
-        self.rows_per_key = 1  # the most rows any one key owns (views of one work); see _set_keys
-        self._key_count: int | None = 0
+        self.rows_per_key = 1  # the most rows any one key owns (views of one work)
+        self.key_count = 0  # distinct keys (works) indexed
 
     @classmethod
     def approximate(cls, dim: int, sample: np.ndarray, nlist: int | None = None) -> FloatIndex:
@@ -97,16 +97,9 @@ class FloatIndex:
 
     def _set_keys(self, keys: np.ndarray) -> None:
         self.keys = keys
-        self._key_count = None
-        if len(keys):
-            self.rows_per_key = int(np.unique(keys, return_counts=True)[1].max())
-
-    @property
-    def key_count(self) -> int:
-        """Distinct keys (works) indexed."""
-        if self._key_count is None:
-            self._key_count = len(np.unique(self.keys))
-        return self._key_count
+        counts = np.unique(keys, return_counts=True)[1]
+        self.key_count = len(counts)
+        self.rows_per_key = int(counts.max()) if len(counts) else 1
 
     def add(self, keys: list[int] | np.ndarray, vectors: np.ndarray) -> None:
         """Add ``vectors`` float32 ``[N x dim]`` under ``keys`` (N ints). Callers add all of a
@@ -120,12 +113,10 @@ class FloatIndex:
         self.index.add(vectors)
         # Only the new block is counted: np.unique over millions of rows per added work would
         # make ingest O(registry); rows of one key never span two calls (see above).
-        new_keys, counts = np.unique(key_array, return_counts=True)
+        counts = np.unique(key_array, return_counts=True)[1]
         self.keys = np.concatenate([self.keys, key_array])
-        self.rows_per_key = max(self.rows_per_key if len(self.keys) > len(key_array) else 1,
-                                int(counts.max()))
-        if self._key_count is not None:
-            self._key_count += len(new_keys)
+        self.rows_per_key = max(self.rows_per_key, int(counts.max()))
+        self.key_count += len(counts)
 
     def search(self, queries: np.ndarray, k: int) -> list[Scored]:
         """The ``k`` best keys over all queries (``[Q x dim]``), best first, each scored by its
@@ -200,10 +191,9 @@ def _rows(session: Session, kind: str, after: int = 0,
         yield np.asarray(keys, dtype=np.int64), np.concatenate(views)
 
 
-def _rebuild(session: Session, kind: str, dim: int) -> FloatIndex:
-    """Every ``kind`` row in an exact index, or past ``EXACT_MAX_ROWS`` an approximate one
-    trained on a spread sample of the rows (every n-th, about 20,000 works)."""
-    count = _state(session, kind)[0]
+def _rebuild(session: Session, kind: str, dim: int, count: int) -> FloatIndex:
+    """Every ``kind`` row (``count`` of them) in an exact index, or past ``EXACT_MAX_ROWS`` an
+    approximate one trained on a spread sample of the rows (every n-th, about 20,000 works)."""
     first = session.execute(select(WorkDescriptor.dim, WorkDescriptor.vector)
                             .where(WorkDescriptor.kind == kind).limit(1)).first()
     if first is not None:  # the stored rows' size wins over the caller's
@@ -253,7 +243,7 @@ def descriptor_index(session: Session, folder: Path, kind: str, dim: int) -> Flo
                 index = old
                 index.save(folder, name, {"count": state[0], "newest": state[1]})
         if index is None:
-            index = _rebuild(session, kind, dim)
+            index = _rebuild(session, kind, dim, state[0])
             index.save(folder, name, {"count": state[0], "newest": state[1]})
         _cache[key] = (state, index)
         return index
@@ -266,23 +256,36 @@ def _grown_only(session: Session, kind: str, had: tuple[int, int], now: tuple[in
     return 0 <= had[1] <= now[1] and had[0] + int(newer) == now[0]
 
 
+def stored_vectors(session: Session, kind: str, pks: list[int]) -> dict[int, np.ndarray]:
+    """The stored ``kind`` vectors of works ``pks``: ``[V x D]`` each (V views; 1 for style)."""
+    from easel.registry.descriptors import row_vectors
+
+    rows = session.execute(select(WorkDescriptor.work_pk, WorkDescriptor.dim, WorkDescriptor.vector)
+                           .where(WorkDescriptor.kind == kind, WorkDescriptor.work_pk.in_(pks))).all()
+    return {int(pk): row_vectors(int(dim), blob) for pk, dim, blob in rows}
+
+
 def exact_scores(session: Session, kind: str, hits: list[Scored], queries: np.ndarray) -> list[Scored]:
     """``hits`` scored exactly from the stored vectors (each work by its best view over all
     ``queries``), best first: what an approximate index found, as an exact one would score it."""
     if not hits:
         return []
-    from easel.registry.descriptors import row_vectors
-
     queries = np.asarray(queries, dtype=np.float32).reshape(-1, queries.shape[-1])
-    rows = session.execute(select(WorkDescriptor.work_pk, WorkDescriptor.dim, WorkDescriptor.vector)
-                           .where(WorkDescriptor.kind == kind,
-                                  WorkDescriptor.work_pk.in_([h.key for h in hits]))).all()
     out = []
-    for work_pk, dim, blob in rows:
-        scores = row_vectors(int(dim), blob) @ queries.T  # [V x Q]
+    for work_pk, vectors in stored_vectors(session, kind, [h.key for h in hits]).items():
+        scores = vectors @ queries.T  # [V x Q]
         q = int(scores.max(axis=0).argmax())
-        out.append(Scored(int(work_pk), float(scores[:, q].max()), q))
+        out.append(Scored(work_pk, float(scores[:, q].max()), q))
     return sorted(out, key=lambda h: (-h.score, h.key))
+
+
+def decisive_search(session: Session, index: FloatIndex, kind: str, queries: np.ndarray,
+                    k: int) -> list[Scored]:
+    """``index.search``, with exact scores: an approximate index's finds (10 at least, so that
+    the best one is among them) are re-scored from the stored vectors before anyone decides."""
+    if not index.is_approximate:
+        return index.search(queries, k)
+    return exact_scores(session, kind, index.search(queries, max(k, 10)), queries)[:k]
 
 
 def forget_cache() -> None:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from easel.audit.encoder import COPY_KIND, STYLE_KIND, DescriptorEncoder, describe, describe_references
-from easel.audit.index import descriptor_index
+from easel.audit.index import descriptor_index, stored_vectors
 from easel.audit.thresholds import PDQ_COPY_DISTANCE, VERDICTS, verdict
 from easel.errors import BadInput, NotFound
 from easel.registry.models import Artist, Work, WorkDescriptor
@@ -93,15 +93,6 @@ def pdq_distances(picture: Image.Image, pdq_hexes: list[str]) -> list[int | None
     return out
 
 
-def _vectors(session: Session, kind: str, pks: list[int]) -> dict[int, np.ndarray]:
-    """The ``kind`` vectors of works ``pks``: ``[V x D]`` each (V views; 1 for style)."""
-    from easel.registry.descriptors import row_vectors
-
-    rows = session.execute(select(WorkDescriptor.work_pk, WorkDescriptor.dim, WorkDescriptor.vector)
-                           .where(WorkDescriptor.kind == kind, WorkDescriptor.work_pk.in_(pks))).all()
-    return {int(pk): row_vectors(int(dim), v) for pk, dim, v in rows}
-
-
 class Auditor:
     """Audits pictures against the registry at ``index_folder`` with ``encoder``."""
 
@@ -152,8 +143,8 @@ class Auditor:
             return AuditResult(name)
         works = {w.pk: w for w in self.session.execute(select(Work).where(Work.pk.in_(list(pks)))).scalars()
                  if artist is None or w.owner_id == artist}
-        copies = _vectors(self.session, COPY_KIND, list(works))
-        styles = _vectors(self.session, STYLE_KIND, list(works))
+        copies = stored_vectors(self.session, COPY_KIND, list(works))
+        styles = stored_vectors(self.session, STYLE_KIND, list(works))
         from easel.registry.fingerprint import hamming
 
         matches = []
