@@ -95,3 +95,30 @@ def test_pipeline_with_upscaler_saves_loads_and_outputs_256(tmp_path: Path) -> N
     pipe = load_pipeline(path, device="cpu")
     out = pipe("fox face", seeds=[0], num_inference_steps=2)
     assert out.upscaled and out.images[0].size == (256, 256)
+
+
+def test_every_entry_point_samples_with_one_table_of_defaults() -> None:
+    """The CLI, the evaluation, the server's job and request schema and the pipeline itself all
+    read ``easel.diffusion.defaults.SAMPLING``: a default changed there changes everywhere."""
+    import inspect
+
+    from easel.cli import evaluate as eval_cli
+    from easel.cli import generate as generate_cli
+    from easel.diffusion.defaults import SAMPLING
+    from easel.diffusion.pipeline import EaselPipeline
+    from easel.evaluation.reference import PipelineGenerator
+    from easel.server.jobs import GenerationRequest
+    from easel.server.schemas import JobCreate
+
+    def option_default(function: object, name: str) -> object:
+        return inspect.signature(function).parameters[name].default.default  # typer.Option
+
+    guidance = SAMPLING.guidance_scale
+    assert option_default(generate_cli.generate, "guidance") == guidance
+    assert option_default(generate_cli.generate, "steps") == SAMPLING.steps
+    assert option_default(generate_cli.generate, "strength") == SAMPLING.strength
+    assert option_default(eval_cli.model, "guidance") == guidance
+    assert inspect.signature(PipelineGenerator).parameters["guidance"].default == guidance
+    assert inspect.signature(EaselPipeline.__call__).parameters["guidance_scale"].default == guidance
+    assert GenerationRequest(prompt="x").guidance == guidance
+    assert JobCreate(prompt="x").guidance == guidance and JobCreate(prompt="x").steps == SAMPLING.steps

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from easel.diffusion.defaults import SAMPLING
 from easel.errors import BadInput
 
 if TYPE_CHECKING:
@@ -88,8 +89,9 @@ def model(
                                          help="Evaluate a reference instead: real | real32 | noise."),
     split: str = typer.Option("val", "--split", help="Prompt split: val, test, train or a comma list."),
     n: int = typer.Option(140, "-n", help="Number of prompts (spread over the six base sets)."),
-    steps: int = typer.Option(20, "--steps", help="Sampler steps."),
-    guidance: float = typer.Option(3.0, "--guidance", help="Classifier-free guidance scale."),
+    steps: int = typer.Option(SAMPLING.steps, "--steps", help="Sampler steps."),
+    guidance: float = typer.Option(SAMPLING.guidance_scale, "--guidance",
+                                   help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first prompt (prompt i uses seed + i)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generator call."),
     manifest: Path | None = typer.Option(None, "--manifest", help=_MANIFEST_HELP),

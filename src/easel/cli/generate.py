@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from easel.config import get_settings
+from easel.diffusion.defaults import SAMPLING
 
 
 def _open_image(path: Path | None, what: str) -> Image.Image | None:
@@ -60,10 +61,12 @@ def generate(
     n: int = typer.Option(4, "-n", help="Number of images."),
     seed: int = typer.Option(None, help="Seed of the first image (image i uses seed+i); "
                              "default: random, recorded with each image."),
-    steps: int = typer.Option(20, help="Sampler steps (1–200)."),
-    guidance: float = typer.Option(3.0, help="Classifier-free guidance scale (0–30)."),
+    steps: int = typer.Option(SAMPLING.steps, help=f"Sampler steps (1–{SAMPLING.max_steps})."),
+    guidance: float = typer.Option(SAMPLING.guidance_scale,
+                                   help=f"Classifier-free guidance scale (0–{SAMPLING.max_guidance:g})."),
     init_image: Path = typer.Option(None, "--init-image", help="Image-to-image: start from this image."),
-    strength: float = typer.Option(0.6, help="Image-to-image strength in (0, 1]: how much to change."),
+    strength: float = typer.Option(SAMPLING.strength,
+                                   help="Image-to-image strength in (0, 1]: how much to change."),
     mask: Path = typer.Option(None, help="Inpainting mask (white = repaint), same size as --init-image."),
     out: Path = typer.Option(None, "-o", "--out", help="Output directory (default: EASEL_HOME/outputs)."),
     model_dir: Path = typer.Option(None, "--model-dir", help="An Easel model directory "
@@ -83,8 +86,8 @@ def generate(
     settings = get_settings()
     if not 1 <= n <= 64:
         raise BadInput(f"-n must be between 1 and 64, got {n}")
-    if not 1 <= steps <= 200:
-        raise BadInput(f"--steps must be between 1 and 200, got {steps}")
+    if not 1 <= steps <= SAMPLING.max_steps:
+        raise BadInput(f"--steps must be between 1 and {SAMPLING.max_steps}, got {steps}")
     if model and model_dir:
         raise BadInput("give either --model (a diffusers checkpoint) or --model-dir (an Easel model)")
     if not prompt.strip():
@@ -93,8 +96,8 @@ def generate(
 
     if len(prompt) > MAX_PROMPT_CHARS:
         raise BadInput(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}")
-    if not 0.0 <= guidance <= 30.0:
-        raise BadInput(f"--guidance must be between 0 and 30, got {guidance}")
+    if not 0.0 <= guidance <= SAMPLING.max_guidance:
+        raise BadInput(f"--guidance must be between 0 and {SAMPLING.max_guidance:g}, got {guidance}")
     if init_image is not None and not 0.0 < strength <= 1.0:
         raise BadInput(f"--strength must be in (0, 1], got {strength}")
     personal = None

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from easel.diffusion.defaults import SamplingDefaults
 from easel.diffusion.text_encoder import EMBED_DIM
+
+__all__ = ["SamplingDefaults"]  # re-exported: the sampling table lives in easel.diffusion.defaults
 
 BASE_RESOLUTION = 64  # pixels the autoencoder decodes to
 LATENT_RESOLUTION = 16  # 64 px / 4
@@ -51,16 +54,6 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
         cross_attention_dim=EMBED_DIM, attention_head_dim=32, norm_num_groups=32,
         class_embed_type="projection", projection_class_embeddings_input_dim=EMBED_DIM,
     )
-
-
-@dataclass
-class SamplingDefaults:
-    """What ``easel generate`` uses when not told otherwise."""
-
-    steps: int = 20
-    guidance_scale: float = 3.0
-    strength: float = 0.6  # img2img
-    max_steps: int = 200
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from easel.corpus.captions import prompt_for
+from easel.diffusion.defaults import SAMPLING
 from easel.errors import BadInput, EaselError
 from easel.evaluation.data import EvalCorpus
 
@@ -67,7 +68,8 @@ class PipelineGenerator:
     """The diffusion model through its pipeline (``easel.diffusion.pipeline.load_pipeline``),
     at base resolution (``upscale=False``)."""
 
-    def __init__(self, model_dir: Path | None, steps: int = 20, guidance: float = 3.0) -> None:
+    def __init__(self, model_dir: Path | None, steps: int = SAMPLING.steps,
+                 guidance: float = SAMPLING.guidance_scale) -> None:
         try:
             from easel.diffusion.pipeline import load_pipeline
         except ModuleNotFoundError as exc:

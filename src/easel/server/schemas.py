@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from easel.diffusion.defaults import SAMPLING
+
 
 class ErrorBody(BaseModel):
     """Every 4xx/5xx: what was wrong and what to do."""
@@ -106,9 +108,9 @@ class JobCreate(BaseModel):
     style: str | None = Field(default=None, examples=["twemoji"])
     n: int = Field(default=1, ge=1, le=8)
     seed: int | None = Field(default=None, ge=0, lt=2**31)
-    steps: int = Field(default=20, ge=1, le=100)
-    guidance: float = Field(default=3.0, ge=0, le=30)
-    strength: float = Field(default=0.6, gt=0, le=1)
+    steps: int = Field(default=SAMPLING.steps, ge=1, le=100)
+    guidance: float = Field(default=SAMPLING.guidance_scale, ge=0, le=SAMPLING.max_guidance)
+    strength: float = Field(default=SAMPLING.strength, gt=0, le=1)
     init_image: str | None = Field(default=None, description="base64 image for img2img")
     mask_image: str | None = Field(default=None, description="base64 mask (white = repaint)")
     upscale: bool = True

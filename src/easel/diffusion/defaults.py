@@ -1,0 +1,25 @@
+"""What generation uses when not told otherwise: one table, read by the pipeline, the CLI,
+the server's jobs and schemas and the model evaluation.
+
+Kept free of heavy imports (no torch, no diffusers) so that the CLI's option defaults and the
+server's request schemas can read it without loading the model stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """Sampler settings for the embedded model and for loaded Stable Diffusion checkpoints."""
+
+    steps: int = 20
+    guidance_scale: float = 3.0
+    """Classifier-free guidance. BENCHMARKS.md ("Guidance") has the sweeps it was chosen by."""
+    strength: float = 0.6  # img2img
+    max_steps: int = 200
+    max_guidance: float = 30.0
+
+
+SAMPLING = SamplingDefaults()
