@@ -32,6 +32,7 @@ def main() -> None:
     )
     from easel.audit.augment import ATTACKS
     from easel.audit.encoder import describe, load_encoder
+    from easel.audit.evaluate import BACKGROUND_K, BACKGROUND_WEIGHT
     from easel.audit.thresholds import REGISTRY_COPY_THRESHOLD
     from easel.corpus.manifest import load_manifest
 
@@ -69,10 +70,25 @@ def main() -> None:
     sweep = {f"{t:.3f}": {"false_refusals": int(((scores >= t) & other).any(axis=1).sum()),
                           "caught": int((own >= t).sum())}
              for t in sorted({*np.round(np.arange(0.70, 0.99, 0.02), 2).tolist(), REGISTRY_COPY_THRESHOLD})}
+
+    def background(s: np.ndarray) -> np.ndarray:  # mean of each row's BACKGROUND_K best scores
+        return -np.partition(-s, BACKGROUND_K - 1, axis=1)[:, :BACKGROUND_K].mean(axis=1)
+
+    # normalised (s − β × the query's background): an upload is checked before it is registered,
+    # so its own row is left out of its background; an attacked copy's includes its original
+    itself = np.zeros_like(scores, dtype=bool)
+    itself[np.arange(len(idx)), idx] = True
+    upload_norm = scores - BACKGROUND_WEIGHT * background(np.where(itself, -1.0, scores))[:, None]
+    own_norm = own - BACKGROUND_WEIGHT * background(scores_with_registry(q, views))
+    normalised = {f"{t:.3f}": {"false_refusals": int(((upload_norm >= t) & other).any(axis=1).sum()),
+                               "caught": int((own_norm >= t).sum())}
+                  for t in np.round(np.arange(0.20, 0.56, 0.02), 2).tolist()}
     result = {"registered": len(rows), "split": args.split, "uploaded_icons": len(idx),
               "threshold": REGISTRY_COPY_THRESHOLD,
               "false_refusals": false_refusals, "false_refusal_rate": false_refusals / len(idx),
-              "attacked_copies_caught": caught, "caught_rate": caught / len(idx), "sweep": sweep}
+              "attacked_copies_caught": caught, "caught_rate": caught / len(idx), "sweep": sweep,
+              "normalised": {"background": {"k": BACKGROUND_K, "weight": BACKGROUND_WEIGHT},
+                             "sweep": normalised}}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -46,7 +46,7 @@ def main() -> None:
     )
     from easel.audit.augment import ATTACKS
     from easel.audit.encoder import describe, load_encoder
-    from easel.audit.evaluate import _bits, same_drawing, variant_key
+    from easel.audit.evaluate import BACKGROUND_K, BACKGROUND_WEIGHT, _bits, same_drawing, variant_key
     from easel.audit.thresholds import NEAR_COPY_THRESHOLD
     from easel.config import get_settings
     from easel.corpus.manifest import load_manifest, manifest_dir
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--split", default="train", help="evaluation prompts' split(s), as in "
                         "`easel eval model --split` (default: concepts the model trained on)")
     parser.add_argument("--n", type=int, default=140, help="generated pictures")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance of the generated pictures (default: the sampler's)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--views-cache", type=Path, default=None,
                         help=".npz file keeping the registered works' descriptors between runs")
@@ -81,10 +83,21 @@ def main() -> None:
         pipe = load_pipeline(args.model, device="cpu")
         for s in range(0, len(prompts), 8):
             batch = prompts[s:s + 8]
-            generated += pipe([p.prompt for p in batch], seeds=[p.seed for p in batch]).images
+            sampling = {} if args.guidance is None else {"guidance_scale": args.guidance}
+            generated += pipe([p.prompt for p in batch], seeds=[p.seed for p in batch], **sampling).images
     gen_seconds = time.perf_counter() - started
-    gen_best = scores_with_registry(describe(encoder, generated).copy.numpy(), views).max(axis=1) \
-        if generated else np.zeros(0)
+    gen_scores = scores_with_registry(describe(encoder, generated).copy.numpy(), views) \
+        if generated else np.zeros((0, len(views)), dtype=np.float32)
+    gen_best = gen_scores.max(axis=1)
+
+    def background(scores: np.ndarray) -> np.ndarray:
+        """Each query's mean score with its BACKGROUND_K best registered works (`easel audit eval`'s
+        per-query normalisation): the normalised score is s − BACKGROUND_WEIGHT × this."""
+        if scores.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        return -np.partition(-scores, BACKGROUND_K - 1, axis=1)[:, :BACKGROUND_K].mean(axis=1)
+
+    gen_norm = gen_best - BACKGROUND_WEIGHT * background(gen_scores)
 
     val = [i for i, r in enumerate(rows) if r["split"] == "val"]
     bits = _bits([pdq_of_array(prepare(p))[0] for p in pictures])
@@ -92,13 +105,16 @@ def main() -> None:
     q = registered[val]
     # itself, its skin-tone variants and its PDQ twins are not someone else's work
     twins = same_drawing(bits[val], keys[val], bits, keys)
-    real_best, real_best_whole = (np.where(twins, -1.0, scores).max(axis=1)
-                                  for scores in (scores_with_registry(q, views), q @ registered.T))
-    own = {}
+    real_scores = np.where(twins, -1.0, scores_with_registry(q, views))  # as if not registered
+    real_best = real_scores.max(axis=1)
+    real_best_whole = np.where(twins, -1.0, q @ registered.T).max(axis=1)
+    real_norm = real_best - BACKGROUND_WEIGHT * background(real_scores)
+    own, own_norm = {}, {}
     for attack in GUARD_ATTACKS:
         rng = random.Random(0)
-        attacked = [ATTACKS[attack](pictures[i], rng) for i in val]
-        own[attack] = scores_with_originals(describe(encoder, attacked).copy.numpy(), views[val])
+        attacked = describe(encoder, [ATTACKS[attack](pictures[i], rng) for i in val]).copy.numpy()
+        own[attack] = scores_with_originals(attacked, views[val])
+        own_norm[attack] = own[attack] - BACKGROUND_WEIGHT * background(scores_with_registry(attacked, views))
 
     grid = sorted({*np.round(np.arange(0.60, 0.99, 0.02), 2).tolist(), round(NEAR_COPY_THRESHOLD, 3)})
     table = {f"{t:.3f}": {"generated_refused": float((gen_best >= t).mean()) if len(gen_best) else None,
@@ -106,6 +122,7 @@ def main() -> None:
                           **{f"caught_{a}": float((own[a] >= t).mean()) for a in GUARD_ATTACKS}}
              for t in grid}
     result = {"encoder": args.encoder or "shipped", "registered": len(rows), "generated": len(generated),
+              "guidance": args.guidance,
               "generation_seconds": round(gen_seconds, 1), "val_icons": len(val),
               "near_copy_threshold": NEAR_COPY_THRESHOLD,
               "generated_best_score_quantiles":
@@ -117,7 +134,19 @@ def main() -> None:
               "unseen_real_best_quantiles_whole_pictures": {
                   level: round(float(np.quantile(real_best_whole, level)), 4)
                   for level in (0.5, 0.9, 0.95, 0.99)},
-              "sweep": table}
+              "sweep": table,
+              # the same on the normalised score (s − β × the query's background)
+              "normalised": {
+                  "background": {"k": BACKGROUND_K, "weight": BACKGROUND_WEIGHT},
+                  "generated_best_quantiles": np.quantile(gen_norm, [0.5, 0.9, 0.99, 1.0]).round(4).tolist()
+                  if len(gen_norm) else None,
+                  "unseen_real_best_quantiles": {level: round(float(np.quantile(real_norm, level)), 4)
+                                                 for level in (0.5, 0.9, 0.95, 0.99)},
+                  "sweep": {f"{t:.3f}": {
+                      "generated_refused": float((gen_norm >= t).mean()) if len(gen_norm) else None,
+                      "unseen_real_refused": float((real_norm >= t).mean()),
+                      **{f"caught_{a}": float((own_norm[a] >= t).mean()) for a in GUARD_ATTACKS}}
+                      for t in np.round(np.arange(0.30, 0.62, 0.02), 2).tolist()}}}
     print(f"{'threshold':>9} {'generated refused':>18} {'unseen real refused':>20} "
           + " ".join(f"{'caught ' + a:>26}" for a in GUARD_ATTACKS))
     for t, r in table.items():
@@ -126,6 +155,12 @@ def main() -> None:
     print("unseen real drawings' best score, quantiles:", result["unseen_real_best_quantiles"])
     print("... against whole pictures only (curation's duplicate threshold):",
           result["unseen_real_best_quantiles_whole_pictures"])
+    norm = result["normalised"]
+    print("normalised score (s − β × background):")
+    for t, r in norm["sweep"].items():
+        print(f"{t:>9} {r['generated_refused'] or 0.0:>18.3f} {r['unseen_real_refused']:>20.3f} "
+              + " ".join(f"{r['caught_' + a]:>26.3f}" for a in GUARD_ATTACKS))
+    print("unseen real drawings' best normalised score, quantiles:", norm["unseen_real_best_quantiles"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

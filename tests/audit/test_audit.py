@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from easel.audit.encoder import COPY_KIND, REFERENCE_VIEWS, has_shipped, load_encoder
+from easel.audit.encoder import COPY_KIND, REFERENCE_VIEWS, STYLE_KIND, has_shipped, load_encoder
 from easel.audit.index import FloatIndex, descriptor_index, forget_cache
 from easel.audit.service import Auditor, describe_works, query_picture, stale_descriptor_works
 from easel.errors import BadInput, PermissionDenied
@@ -116,30 +116,46 @@ def test_descriptor_index_is_rebuilt_when_its_files_are_stale(registry: dict) ->
 
 def test_descriptors_of_an_older_encoder_are_refused_until_reindexed(registry: dict,
                                                                       encoder_dir: Path | None) -> None:
-    """Shipping new weights bumps ``COPY_KIND``: works described by the old encoder must not be
-    scored against the new one's descriptors, and `easel audit index` describes them anew."""
-    from sqlalchemy import update
+    """Shipping new weights bumps ``COPY_KIND`` (or ``STYLE_KIND``, for a new style head alone):
+    works described by the old encoder must not be scored against the new one's descriptors, and
+    `easel audit index` describes them anew — a work whose copy descriptors are current gets its
+    style descriptor only."""
+    from sqlalchemy import func, select, update
 
     from easel.registry.models import WorkDescriptor
 
     url = str(registry["url"])
     encoder = load_encoder(str(encoder_dir) if encoder_dir else None)
-    with registry_session(url) as session:  # as if works 0 and 1 were described by an older encoder
-        pks = [w.pk for w in sorted(session.query(Work).all(), key=lambda w: w.pk)[:2]]
-        session.execute(update(WorkDescriptor).where(WorkDescriptor.work_pk.in_(pks),
-                                                     WorkDescriptor.kind == COPY_KIND)
-                        .values(kind="easel-copy-v0"))
+    with registry_session(url) as session:  # as if an older encoder had described works 0–3:
+        pks = [w.pk for w in sorted(session.query(Work).all(), key=lambda w: w.pk)[:4]]
+        session.execute(update(WorkDescriptor).where(WorkDescriptor.work_pk.in_(pks[:2]),  # both heads
+                                                     WorkDescriptor.kind.in_([COPY_KIND, STYLE_KIND]))
+                        .values(kind=func.replace(WorkDescriptor.kind, "-v", "-old-v")))
+        session.execute(update(WorkDescriptor).where(WorkDescriptor.work_pk.in_(pks[2:]),  # style only
+                                                     WorkDescriptor.kind == STYLE_KIND)
+                        .values(kind="easel-style-v0"))
+        copy_rows = {pk: bytes(v) for pk, v in session.execute(select(
+            WorkDescriptor.work_pk, WorkDescriptor.vector).where(WorkDescriptor.kind == COPY_KIND,
+                                                                  WorkDescriptor.work_pk.in_(pks[2:])))}
     forget_cache()
     with registry_session(url) as session:
-        assert stale_descriptor_works(session) == 2
+        assert stale_descriptor_works(session) == 4
         with pytest.raises(BadInput, match="older descriptor encoder") as err:
             Auditor(session, index_dir(url), encoder).audit(artwork(0), "x.png")
         assert "easel audit index" in str(err.value.hint)
     with registry_session(url) as session:  # what `easel audit index` does
-        assert describe_works(session, encoder, progress=False) == (2, 0)
+        assert describe_works(session, encoder, progress=False) == (4, 0)
     forget_cache()
     with registry_session(url) as session:
         assert stale_descriptor_works(session) == 0
+        for kind in (COPY_KIND, STYLE_KIND):  # one current row per work and head
+            counts = session.execute(select(WorkDescriptor.work_pk, func.count()).where(
+                WorkDescriptor.kind == kind).group_by(WorkDescriptor.work_pk)).all()
+            assert len(counts) == len(registry["works"]) and {c for _, c in counts} == {1}
+        kept = {pk: bytes(v) for pk, v in session.execute(select(
+            WorkDescriptor.work_pk, WorkDescriptor.vector).where(WorkDescriptor.kind == COPY_KIND,
+                                                                  WorkDescriptor.work_pk.in_(pks[2:])))}
+        assert kept == copy_rows  # the current copy descriptors were left as they were
         best = Auditor(session, index_dir(url), encoder).audit(artwork(0), "x.png", k=1).matches[0]
         assert best.work_id == registry["works"][0]
 

@@ -136,3 +136,16 @@ def test_a_large_registry_gets_an_approximate_index_whose_finds_are_rescored_exa
     with registry_session(url) as session:
         assert exact_scores(session, KIND, [Scored(pks[0], 0.0, 0)], query[None])[0].score == pytest.approx(
             float((views[0] @ query).max()), abs=1e-6)
+
+
+def test_ranked_scores_give_each_query_its_best_works_by_their_best_view() -> None:
+    index = FloatIndex(2)
+    angles = {7: (0.0, 0.5), 8: (0.2,), 9: (1.2, 1.4)}  # work → its views' angles
+    for key, views in angles.items():
+        index.add([key] * len(views), np.array([[np.cos(a), np.sin(a)] for a in views]))
+    queries = np.array([[1.0, 0.0], [np.cos(1.3), np.sin(1.3)]], dtype=np.float32)
+    ranked = index.ranked_scores(queries, 4)
+    expected0 = sorted([1.0, np.cos(0.2), np.cos(1.2)], reverse=True)  # work 7's best view is 0.0
+    assert np.allclose(ranked[0, :3], expected0, atol=1e-6) and np.isnan(ranked[0, 3])
+    assert np.isclose(ranked[1, 0], np.cos(0.1), atol=1e-6)  # work 9, within 0.1 of either view
+    assert np.allclose(ranked[:, :3], np.sort(ranked[:, :3], axis=1)[:, ::-1])  # best first

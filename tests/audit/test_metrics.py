@@ -97,3 +97,42 @@ def test_audit_eval_sets_pixel_twins_aside_and_reports_the_earlier_rule_beside(
     assert report["pixel_twin_pairs"] == ["alpha:plain square = beta:plain square"]
     assert 0.0 <= report["copy_recall_at_fpr_1e-4_pdq_tone_rule"] <= 1.0
     assert "1 pixel-twin pairs are not negatives" in format_report(report)
+    assert "copy_normalised_recall_at_fpr_1e-4" not in report  # no registry given
+
+
+def test_audit_eval_normalises_copy_scores_by_each_querys_background_in_the_registry(
+        tmp_path, tiny_encoder_dir) -> None:  # type: ignore[no-untyped-def]
+    """With a registry index, the normalised score is the raw one less β × the mean of the
+    query's best-view scores with its BACKGROUND_K best registered works; it keeps each query's
+    ranking (top-1 unchanged) and is reported beside the raw figures."""
+    import easel.audit.evaluate as ev
+    from easel.audit.encoder import describe_references, load_encoder
+    from easel.audit.index import FloatIndex, query_backgrounds
+    from tests.evaluation.conftest import write_synthetic_corpus
+
+    manifest = write_synthetic_corpus(tmp_path)
+    encoder = load_encoder(str(tiny_encoder_dir))
+    pictures, _, _ = ev._load(manifest, "train", 0)  # the registry: other works
+    views, _ = describe_references(encoder, pictures)
+    registry = FloatIndex(views.shape[-1])
+    for key, work_views in enumerate(views.numpy()):
+        registry.add([key] * len(work_views), work_views)
+    report = ev.evaluate(encoder, manifest, split="val", progress=False, text=False, pdq=False,
+                         registry_index=registry)
+    assert report["background"] == {"k": ev.BACKGROUND_K, "weight": ev.BACKGROUND_WEIGHT,
+                                    "registry_works": len(pictures)}
+    for attack in report["attacks"].values():
+        assert attack["copy_normalised"]["top1"] == attack["copy"]["top1"]
+    assert 0.0 <= report["copy_normalised_recall_at_fpr_1e-4"] <= 1.0
+    assert report["copy_normalised_threshold_fpr_1e-4"] < report["copy_threshold_fpr_1e-4"]
+    assert "normalised (s − 0.5" in ev.format_report(report)
+    assert len(pictures) > ev.BACKGROUND_K
+    queries = views.numpy()[:3, 0]  # three registered works' whole pictures as queries
+    scores = (queries @ views.numpy().reshape(-1, views.shape[-1]).T).reshape(3, len(pictures), -1).max(-1)
+    top = np.sort(scores, axis=1)[:, ::-1][:, :ev.BACKGROUND_K]
+    assert np.allclose(query_backgrounds(registry, queries, ev.BACKGROUND_K), top.mean(axis=1), atol=1e-5)
+    small = FloatIndex(views.shape[-1])  # two works: the mean of the two
+    for key in (0, 1):
+        small.add([key] * views.shape[1], views.numpy()[key])
+    assert np.allclose(query_backgrounds(small, queries, ev.BACKGROUND_K), scores[:, :2].mean(axis=1),
+                       atol=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -68,3 +70,60 @@ def test_views_keep_shape_and_the_mild_view_keeps_colours() -> None:
     assert float(mild.min()) >= 0.0 and float(mild.max()) <= 1.0
     # the mild view's colour statistics stay near the original's (no hue or gain changes)
     assert (mild.mean(dim=(2, 3)) - x.mean(dim=(2, 3))).abs().max() < 0.1
+
+
+def test_colour_histogram_counts_drawn_pixels_by_colour_and_ignores_the_white_ground() -> None:
+    from easel.audit.encoder import colour_histogram
+
+    pictures = torch.ones(3, 3, 8, 8)  # white
+    pictures[0, 1:, :4, :] = 0.0  # the left half pure red
+    pictures[1, :, :, :] = 0.0  # all black
+    hist = colour_histogram(pictures, levels=2)
+    cells = hist[:, :8]
+    red = (1 * 2 + 0) * 2 + 0  # R high, G and B low
+    assert torch.allclose(cells[0], torch.eye(8)[red])  # sqrt of shares: all drawn pixels are red
+    assert hist[0, 8] == 0.5 and hist[0, 9] == 0.0  # half the picture drawn, none of it dark
+    assert hist[1, 0] == 1.0 and hist[1, 8] == 1.0 and hist[1, 9] == 1.0  # black: dark outline cell
+    assert torch.count_nonzero(hist[2]) == 0  # nothing drawn: zeros, no division by zero
+
+
+def test_a_style_head_fitted_on_the_frozen_trunk_learns_the_sets_and_leaves_copy_alone(
+        tmp_path: Path) -> None:
+    """Two "sets" that draw the same shapes in different palettes: the re-fitted head (every
+    stage's statistics and the colour histogram, its standardisation folded into its first layer)
+    groups pictures by set; the copy and content heads are the original's to the bit."""
+    from easel.audit.encoder import DescriptorEncoder, describe
+    from easel.audit.evaluate import style_retrieval
+    from easel.audit.training import SplitData, train_style_head, with_style_head
+
+    torch.manual_seed(0)
+    original = DescriptorEncoder(image_size=32, channels=(8, 16, 16, 32), copy_dim=16, style_dim=8).eval()
+    rng = np.random.default_rng(0)
+    palettes = [((220, 40, 40), (250, 200, 30)), ((40, 90, 220), (40, 180, 90))]
+    pixels, labels, captions = [], [], []
+    for i in range(80):
+        s = i % 2
+        picture = np.full((32, 32, 3), 255, np.uint8)
+        x0, y0, side = rng.integers(2, 12), rng.integers(2, 12), rng.integers(10, 18)
+        picture[y0:y0 + side, x0:x0 + side] = palettes[s][0]
+        picture[y0 + side // 3:y0 + side // 2, x0:x0 + side] = palettes[s][1]
+        pixels.append(picture)
+        labels.append(s)
+        captions.append(f"shape {i // 2}")  # each shape drawn by both sets
+    data = SplitData(np.stack(pixels), np.array(labels), ["a", "b"], captions, [str(i) for i in range(80)])
+    model = with_style_head(original, style_input="all", style_colour_levels=4, style_hidden=32)
+    assert model is not original and with_style_head(model, "all", 4, 32) is model
+    losses = train_style_head(model, data, steps=60, batch_size=64)
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    model.save_pretrained(str(tmp_path / "enc"))
+    reloaded = DescriptorEncoder.from_pretrained(str(tmp_path / "enc"))
+    assert reloaded.config.style_input == "all" and reloaded.config.style_colour_levels == 4
+    from PIL import Image
+
+    pictures = [Image.fromarray(p) for p in data.pixels]
+    before, after = describe(original, pictures), describe(reloaded, pictures)
+    assert torch.equal(before.copy, after.copy) and torch.equal(before.content, after.content)
+    sets = ["a" if s == 0 else "b" for s in labels]
+    assert style_retrieval(after.style.numpy(), sets)["style_mAP@10"] > 0.95
+    assert style_retrieval(after.style.numpy(), sets)["style_mAP@10"] > \
+        style_retrieval(before.style.numpy(), sets)["style_mAP@10"]

@@ -3,9 +3,12 @@
 ``DescriptorEncoder`` is a diffusers ``ModelMixin``/``ConfigMixin``, so a folder saved with
 ``save_pretrained`` describes itself (``config.json`` + weights). The trunk is a stride-2 stem
 and three stride-2 residual stages over an ``image_size``² RGB picture; its last feature map
-is GeM-pooled for the copy and content heads (SSCD's pooling), and the mean and standard
-deviation of the second stage (colour and texture statistics, in the manner of Gram/AdaIN
-style features) are added for the style head.
+is GeM-pooled for the copy and content heads (SSCD's pooling). The style head reads the pooled
+features with colour and texture statistics, in the manner of Gram/AdaIN style features: the
+mean and standard deviation of the second-to-last stage (``style_input="mid"``, encoder v3) or of
+the stem and every stage (``"all"``), and optionally a colour histogram of the drawn (non-white)
+pixels (``style_colour_levels``): the copy trunk is trained to ignore recolouring, so its
+features alone lose the palette, which is much of what tells one set's drawings from another's.
 Every head ends with L2 normalisation, so cosine similarity is a dot product.
 
 - ``copy``: ``[N x copy_dim]``, instance discrimination under strong augmentation (SSCD-like);
@@ -32,8 +35,11 @@ from easel.images import rgb_on_white
 COPY_KIND = "easel-copy-v3"
 """``WorkDescriptor.kind`` of copy descriptors made by the shipped encoder: one row per work
 holding the descriptors of all its ``reference_views`` (v2 held the whole picture's only)."""
-STYLE_KIND = "easel-style-v3"
-"""``WorkDescriptor.kind`` of style descriptors made by the shipped encoder."""
+STYLE_KIND = "easel-style-v4"
+"""``WorkDescriptor.kind`` of style descriptors made by the shipped encoder (v4: the style head
+re-fitted on every stage's statistics and the colour histogram; the copy head is v3's)."""
+WHITE_LEVEL = 245
+"""A pixel whose every channel is at or above this (of 255) is background, not drawing."""
 
 
 @dataclass
@@ -65,6 +71,27 @@ def _gem(x: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     return x.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
+def colour_histogram(pixels: torch.Tensor, levels: int) -> torch.Tensor:
+    """Palette features of ``[N x 3 x H x W]`` pictures in [0, 1] on white: the square root of the
+    share of drawn (non-white) pixels in each of ``levels``³ RGB cells, then the drawn share of
+    the picture, the share of drawn pixels that are dark (grey < 60 of 255: outlines) and the
+    spread of the drawn pixels' values. ``[N x (levels³ + 3)]``."""
+    values = (pixels * 255.0).round().clamp(0, 255)
+    cells = (values.long() * levels) // 256
+    code = (cells[:, 0] * levels + cells[:, 1]) * levels + cells[:, 2]
+    drawn = (values.amin(dim=1) < WHITE_LEVEL).float()  # [N x H x W]
+    counts = drawn.flatten(1).sum(1).clamp(min=1.0)
+    hist = torch.zeros(len(pixels), levels ** 3, dtype=pixels.dtype, device=pixels.device)
+    hist.scatter_add_(1, code.flatten(1), drawn.flatten(1))
+    grey = values.mean(dim=1)
+    dark = ((grey < 60).float() * drawn).flatten(1).sum(1) / counts
+    mean = (values * drawn[:, None]).flatten(2).sum((1, 2)) / (3 * counts)
+    spread = (((values - mean[:, None, None, None]) ** 2) * drawn[:, None]).flatten(2).sum((1, 2))
+    spread = (spread / (3 * counts)).sqrt() / 128.0
+    share = drawn.flatten(1).mean(1)
+    return torch.cat([(hist / counts[:, None]).sqrt(), share[:, None], dark[:, None], spread[:, None]], 1)
+
+
 class DescriptorEncoder(ModelMixin, ConfigMixin):
     """Image ``[N x 3 x S x S]`` in [0, 1] → ``Descriptors`` (copy, style, content)."""
 
@@ -72,8 +99,11 @@ class DescriptorEncoder(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, image_size: int = 64, channels: tuple[int, ...] = (32, 64, 128, 192),
-                 copy_dim: int = 128, style_dim: int = 64, content_dim: int = 384) -> None:
+                 copy_dim: int = 128, style_dim: int = 64, content_dim: int = 384,
+                 style_input: str = "mid", style_colour_levels: int = 0, style_hidden: int = 0) -> None:
         super().__init__()
+        if style_input not in ("mid", "all"):
+            raise ValueError(f"style_input must be 'mid' or 'all', not {style_input!r}")
         chans = list(channels)
         self.stem = nn.Sequential(nn.Conv2d(3, chans[0], 4, 2, 1, bias=False),
                                   nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True))
@@ -82,23 +112,29 @@ class DescriptorEncoder(ModelMixin, ConfigMixin):
         final, mid = chans[-1], chans[-2]
         self.copy_head = nn.Sequential(nn.Linear(final, final), nn.ReLU(inplace=True),
                                        nn.Linear(final, copy_dim))
-        self.style_head = nn.Sequential(nn.Linear(final + 2 * mid, final), nn.ReLU(inplace=True),
-                                        nn.Linear(final, style_dim))
+        stats = 2 * (mid if style_input == "mid" else sum(chans))
+        colour = style_colour_levels ** 3 + 3 if style_colour_levels else 0
+        hidden = style_hidden or final
+        self.style_head = nn.Sequential(nn.Linear(final + stats + colour, hidden), nn.ReLU(inplace=True),
+                                        nn.Linear(hidden, style_dim))
         self.content_head = nn.Sequential(nn.Linear(final, final), nn.ReLU(inplace=True),
                                           nn.Linear(final, content_dim))
 
     def trunk(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``pixels`` → (GeM-pooled last feature map ``[N x C]``, style-head input: the pooled
-        features with the mean and standard deviation of the second-to-last stage)."""
+        features with the mean and standard deviation of the second-to-last stage or of every
+        stage, and the colour histogram when the config asks for one)."""
         x = self.stem(pixels - 0.5)
-        mid_features = x
-        for i, stage in enumerate(self.stages):
+        maps = [x]
+        for stage in self.stages:
             x = stage(x)
-            if i == len(self.stages) - 2:
-                mid_features = x
+            maps.append(x)
         pooled = _gem(F.relu(x))
-        stats = torch.cat([mid_features.mean(dim=(2, 3)), mid_features.std(dim=(2, 3))], dim=1)
-        return pooled, torch.cat([pooled, stats], dim=1)
+        chosen = maps[-2:-1] if self.config.style_input == "mid" else maps
+        parts = [pooled] + [torch.cat([m.mean(dim=(2, 3)), m.std(dim=(2, 3))], dim=1) for m in chosen]
+        if self.config.style_colour_levels:
+            parts.append(colour_histogram(pixels, int(self.config.style_colour_levels)))
+        return pooled, torch.cat(parts, dim=1)
 
     def forward(self, pixels: torch.Tensor) -> Descriptors:
         """``pixels`` float ``[N x 3 x S x S]`` in [0, 1] → L2-normalised descriptors."""

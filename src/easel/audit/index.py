@@ -135,6 +135,23 @@ class FloatIndex:
                     best[key] = Scored(key, float(s), q)
         return sorted(best.values(), key=lambda h: (-h.score, h.key))[:k]
 
+    def ranked_scores(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """For each query row on its own, the scores of its ``k`` best keys (each key by its best
+        row), best first: ``[Q x k]`` float32, NaN where fewer than ``k`` keys are indexed."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        out = np.full((len(queries), k), np.nan, dtype=np.float32)
+        if len(self) == 0 or len(queries) == 0 or k <= 0:
+            return out
+        scores, rows = self.index.search(queries, min(k * self.rows_per_key, len(self)))
+        for q in range(len(queries)):
+            valid = rows[q] >= 0
+            keys = self.keys[rows[q][valid]]
+            # rows come best first, so a key's first appearance is its best row
+            _, first = np.unique(keys, return_index=True)
+            best = np.sort(scores[q][valid][first])[::-1][:k]
+            out[q, :len(best)] = best
+        return out
+
     def save(self, folder: Path, name: str, state: dict[str, int]) -> None:
         """Write ``<name>.faiss``, ``<name>.keys.npy`` and ``<name>.json`` atomically."""
         import faiss
@@ -277,6 +294,14 @@ def exact_scores(session: Session, kind: str, hits: list[Scored], queries: np.nd
         q = int(scores.max(axis=0).argmax())
         out.append(Scored(work_pk, float(scores[:, q].max()), q))
     return sorted(out, key=lambda h: (-h.score, h.key))
+
+
+def query_backgrounds(index: FloatIndex, queries: np.ndarray, k: int) -> np.ndarray:
+    """Each query's *background* ``[Q]``: its mean copy score with the ``k`` works it scores
+    highest in ``index`` (fewer when fewer are indexed). A query like many registered works —
+    a plain red square, a yellow face of the commonest template — has a high one; a query like
+    nothing but its original a low one. Approximate indexes give approximate backgrounds."""
+    return np.nanmean(index.ranked_scores(queries, k), axis=1).astype(np.float32)
 
 
 def decisive_search(session: Session, index: FloatIndex, kind: str, queries: np.ndarray,

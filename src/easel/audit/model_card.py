@@ -18,6 +18,10 @@ def train_command(config: dict[str, Any]) -> str:
         parts.append(f"--init-from {config['init_from']}")
     if config.get("style_head_steps"):
         parts.append(f"--style-head-steps {config['style_head_steps']}")
+    if "style_input" in config:
+        parts += [f"--style-input {config['style_input']}",
+                  f"--style-colour-levels {config.get('style_colour_levels', 0)}",
+                  f"--style-hidden {config.get('style_hidden', 0)}"]
     return " ".join(parts)
 
 
@@ -50,6 +54,11 @@ def write_card(folder: Path, training: dict[str, Any], report: dict[str, Any] | 
         f"- command: `{train_command(training.get('config', {}))}`",
         "",
     ]
+    earlier = training.get("init_from_training")
+    while earlier:  # the runs these weights started from, newest first
+        lines.insert(-1, f"- started from: {earlier.get('steps')} steps, "
+                         f"`{train_command(earlier.get('config', {}))}`")
+        earlier = earlier.get("init_from_training")
     if notes:
         lines += ["## Notes", "", notes, ""]
     if report:
@@ -57,15 +66,24 @@ def write_card(folder: Path, training: dict[str, Any], report: dict[str, Any] | 
                   f"{report['icons']} icons ({report['copy_negatives']:,} negative pairs):", "",
                   "Copy scores are the best over each registered work's reference views (the whole "
                   "picture, nine half-area crops, ±12° rotations); *whole only* scores the whole "
-                  "picture alone.", "",
-                  "| attack | copy recall@FPR1e-4 | copy µAP | whole only: recall@FPR1e-4 "
+                  "picture alone; *normalised* subtracts half the query's "
+                  "mean score with its five best works in the registry (per-query score normalisation, "
+                  "reported; the verdicts use the plain score).", ""]
+        norm = "copy_normalised_recall_at_fpr_1e-4" in report
+        lines += ["| attack | " + ("normalised recall@FPR1e-4 | normalised µAP | " if norm else "")
+                  + "copy recall@FPR1e-4 | copy µAP | whole only: recall@FPR1e-4 "
                   "| PDQ recall@FPR1e-4 | PDQ µAP |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| --- | " + ("--- | --- | " if norm else "") + "--- | --- | --- | --- | --- |"]
         for name, r in report["attacks"].items():
-            lines.append(f"| {name} | {r['copy']['recall_at_fpr_1e-4']:.3f} | {r['copy']['uAP']:.3f} | "
+            n = r.get("copy_normalised", {})
+            first = f"{n['recall_at_fpr_1e-4']:.3f} | {n['uAP']:.3f} | " if norm else ""
+            lines.append(f"| {name} | {first}{r['copy']['recall_at_fpr_1e-4']:.3f} | "
+                         f"{r['copy']['uAP']:.3f} | "
                          f"{r['copy_whole']['recall_at_fpr_1e-4']:.3f} | "
                          f"{r['pdq']['recall_at_fpr_1e-4']:.3f} | {r['pdq']['uAP']:.3f} |")
-        lines += [f"| **mean** | {report['copy_recall_at_fpr_1e-4']:.3f} | {report['copy_uAP']:.3f} | "
+        first = (f"**{report['copy_normalised_recall_at_fpr_1e-4']:.3f}** | "
+                 f"{report['copy_normalised_uAP']:.3f} | " if norm else "")
+        lines += [f"| **mean** | {first}{report['copy_recall_at_fpr_1e-4']:.3f} | {report['copy_uAP']:.3f} | "
                   f"{report['copy_whole_recall_at_fpr_1e-4']:.3f} | "
                   f"{report['pdq_recall_at_fpr_1e-4']:.3f} | {report['pdq_uAP']:.3f} |", ""]
         if "pixel_twin_pairs" in report:
@@ -75,7 +93,9 @@ def write_card(folder: Path, training: dict[str, Any], report: dict[str, Any] | 
                       "negatives, copy recall at FPR 1e-4 is "
                       f"{report['copy_recall_at_fpr_1e-4_pdq_tone_rule']:.3f} (threshold "
                       f"{report['copy_threshold_fpr_1e-4_pdq_tone_rule']:.3f}).", ""]
-        lines += [f"- style: mAP@10 {report['style_mAP@10']:.3f}, recall@1 {report['style_recall@1']:.3f}",
+        by_set = ", ".join(f"{s} {r['mAP@10']:.2f}" for s, r in report.get("style_by_set", {}).items())
+        lines += [f"- style: mAP@10 {report['style_mAP@10']:.3f}, recall@1 {report['style_recall@1']:.3f}"
+                  + (f" (by set: {by_set})" if by_set else ""),
                   f"- text→image recall@5: {report['text_to_image_recall@5']:.3f} "
                   f"({report['text_queries']} captions)",
                   f"- descriptor throughput: {report['descriptor_images_per_s']:.0f} images/s "

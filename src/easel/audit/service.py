@@ -162,14 +162,17 @@ class Auditor:
 
 
 def stale_descriptor_works(session: Session) -> int:
-    """How many works have a copy descriptor from another encoder (another ``easel-copy-*`` kind)
-    and none from the shipped one: ``easel audit index`` describes them anew."""
-    from sqlalchemy import func
+    """How many works have a copy or style descriptor from another encoder (another
+    ``easel-copy-*`` or ``easel-style-*`` kind) and none of that head from the shipped one:
+    ``easel audit index`` describes them anew."""
+    from sqlalchemy import func, or_
 
-    current = select(WorkDescriptor.work_pk).where(WorkDescriptor.kind == COPY_KIND)
-    query = select(func.count(func.distinct(WorkDescriptor.work_pk))).where(
-        WorkDescriptor.kind.like("easel-copy-%"), WorkDescriptor.kind != COPY_KIND,
-        WorkDescriptor.work_pk.not_in(current))
+    conditions = []
+    for family, kind in (("easel-copy-%", COPY_KIND), ("easel-style-%", STYLE_KIND)):
+        current = select(WorkDescriptor.work_pk).where(WorkDescriptor.kind == kind)
+        conditions.append(WorkDescriptor.kind.like(family) & (WorkDescriptor.kind != kind)
+                          & WorkDescriptor.work_pk.not_in(current))
+    query = select(func.count(func.distinct(WorkDescriptor.work_pk))).where(or_(*conditions))
     return int(session.execute(query).scalar_one())
 
 
@@ -211,18 +214,30 @@ def _set_json(sources_dir: Path, set_id: str, loader: Any) -> tuple[dict, dict]:
 
 def store_descriptors(session: Session, pks: list[int], pictures: list[Image.Image],
                       encoder: DescriptorEncoder) -> None:
-    """Compute and store the descriptors of works ``pks`` (their pictures): the copy descriptors
-    of every reference view, and the style descriptor of the whole picture."""
+    """Compute and store the descriptors works ``pks`` (their pictures) lack: the copy
+    descriptors of every reference view, and the style descriptor of the whole picture. A work
+    that has its copy descriptors and lacks only the style one (a new style head shipped) costs
+    one encoder pass instead of ``REFERENCE_VIEWS``."""
     from easel.registry.descriptors import descriptor_row
 
     if not pks:
         return
-    views, whole = describe_references(encoder, pictures)
-    for kind, matrix in ((COPY_KIND, views.numpy()), (STYLE_KIND, whole.style.numpy())):
-        existing = {int(pk) for pk in session.execute(select(WorkDescriptor.work_pk).where(
-            WorkDescriptor.kind == kind, WorkDescriptor.work_pk.in_(pks))).scalars()}
-        session.add_all(descriptor_row(pk, kind, vectors)
-                        for pk, vectors in zip(pks, matrix, strict=True) if pk not in existing)
+    have = {kind: {int(pk) for pk in session.execute(select(WorkDescriptor.work_pk).where(
+        WorkDescriptor.kind == kind, WorkDescriptor.work_pk.in_(pks))).scalars()}
+        for kind in (COPY_KIND, STYLE_KIND)}
+    need_copy = [i for i, pk in enumerate(pks) if pk not in have[COPY_KIND]]
+    need_style = [i for i, pk in enumerate(pks) if pk not in have[STYLE_KIND]]
+    styles: dict[int, np.ndarray] = {}
+    if need_copy:
+        views, whole = describe_references(encoder, [pictures[i] for i in need_copy])
+        session.add_all(descriptor_row(pks[i], COPY_KIND, vectors)
+                        for i, vectors in zip(need_copy, views.numpy(), strict=True))
+        styles.update(zip(need_copy, whole.style.numpy(), strict=True))
+    style_only = [i for i in need_style if i not in styles]
+    if style_only:
+        styles.update(zip(style_only, describe(encoder, [pictures[i] for i in style_only]).style.numpy(),
+                          strict=True))
+    session.add_all(descriptor_row(pks[i], STYLE_KIND, styles[i]) for i in need_style)
     session.flush()
 
 
@@ -231,8 +246,10 @@ def describe_works(session: Session, encoder: DescriptorEncoder, progress: bool 
     """Fill descriptors for every work lacking them; returns (described, skipped: no picture)."""
     from tqdm import tqdm
 
-    have = select(WorkDescriptor.work_pk).where(WorkDescriptor.kind == COPY_KIND)
-    todo = list(session.execute(select(Work).where(Work.pk.not_in(have)).order_by(Work.pk)).scalars())
+    have_copy = select(WorkDescriptor.work_pk).where(WorkDescriptor.kind == COPY_KIND)
+    have_style = select(WorkDescriptor.work_pk).where(WorkDescriptor.kind == STYLE_KIND)
+    todo = list(session.execute(select(Work).where(Work.pk.not_in(have_copy) | Work.pk.not_in(have_style))
+                                .order_by(Work.pk)).scalars())
     done = skipped = 0
     bar = tqdm(total=len(todo), desc="describe", unit="work", disable=not progress)
     for start in range(0, len(todo), batch):

@@ -29,6 +29,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +70,12 @@ class TrainConfig:
     """An encoder folder to start from (weights only; a fresh optimiser and schedule)."""
     style_head_steps: int = 0
     """After training, re-fit the style head on the frozen trunk for this many steps (0: no)."""
+    style_input: str = "mid"
+    """The style head's trunk statistics: ``mid`` (encoder v3) or ``all`` (see ``DescriptorEncoder``)."""
+    style_colour_levels: int = 0
+    """Levels per RGB channel of the style head's colour histogram (0: none)."""
+    style_hidden: int = 0
+    """Hidden width of the style head (0: the trunk's last width)."""
 
 
 @dataclass
@@ -237,9 +244,12 @@ def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None
     data = load_split(Path(config.manifest), "train", config.image_size, checkpoint_dir / "cache")
     text = caption_embeddings(data.captions, checkpoint_dir / "cache" / "train-captions.npy")
     if config.init_from:
-        model = DescriptorEncoder.from_pretrained(config.init_from)
+        model = with_style_head(DescriptorEncoder.from_pretrained(config.init_from), config.style_input,
+                                config.style_colour_levels, config.style_hidden)
     else:
-        model = DescriptorEncoder(image_size=config.image_size)
+        model = DescriptorEncoder(image_size=config.image_size, style_input=config.style_input,
+                                  style_colour_levels=config.style_colour_levels,
+                                  style_hidden=config.style_hidden)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -333,22 +343,52 @@ def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None
         log.info("style head re-fitted: loss %.3f → %.3f", style_losses[0], style_losses[-1])
     if out_dir is not None:
         model.save_pretrained(str(out_dir))
-        (out_dir / "training.json").write_text(json.dumps(
-            {"config": asdict(config), "steps": step, "sets": data.sets,
-             "train_items": len(data.item_ids), "minutes": round(elapsed() / 60, 1),
-             "style_head_loss": style_losses[::max(1, len(style_losses) // 10)]}, indent=2))
+        summary: dict[str, Any] = {"config": asdict(config), "steps": step, "sets": data.sets,
+                                   "train_items": len(data.item_ids), "minutes": round(elapsed() / 60, 1),
+                                   "style_head_loss": style_losses[::max(1, len(style_losses) // 10)]}
+        earlier = Path(config.init_from) / "training.json" if config.init_from else None
+        if earlier is not None and earlier.exists():  # the weights' history goes with them
+            summary["init_from_training"] = json.loads(earlier.read_text())
+        (out_dir / "training.json").write_text(json.dumps(summary, indent=2))
     return model
+
+
+def with_style_head(model: DescriptorEncoder, style_input: str, style_colour_levels: int,
+                    style_hidden: int) -> DescriptorEncoder:
+    """``model`` itself when its style head already reads these inputs; otherwise a copy with
+    every other weight kept and a new, untrained style head of that configuration (for
+    ``train_style_head``: the copy and content descriptors stay exactly the same)."""
+    cfg = model.config
+    wanted = {"style_input": style_input, "style_colour_levels": style_colour_levels,
+              "style_hidden": style_hidden}
+    if all(cfg.get(k) == v for k, v in wanted.items()):
+        return model
+    fresh = DescriptorEncoder(image_size=cfg.image_size, channels=tuple(cfg.channels), copy_dim=cfg.copy_dim,
+                              style_dim=cfg.style_dim, content_dim=cfg.content_dim, **wanted)
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("style_head.")}
+    missing, unexpected = fresh.load_state_dict(kept, strict=False)
+    assert all(k.startswith("style_head.") for k in missing) and not unexpected
+    return fresh
+
+
+STYLE_FEATURE_FLOOR = 1e-2
+"""Smallest standard deviation a style-head input is divided by when standardised: a colour cell
+that no training picture uses would otherwise blow up on the first picture that does."""
 
 
 def train_style_head(model: DescriptorEncoder, data: SplitData, steps: int = 1500, batch_size: int = 1024,
                      lr: float = 1e-3, seed: int = 0) -> list[float]:
-    """Re-fit the style head alone on the frozen trunk (a probe stage after ``train``).
+    """Fit the style head alone, from a fresh start, on the frozen trunk (a probe stage after
+    ``train``).
 
     The trunk's style-head inputs of every training icon, as drawn and mirrored, are computed
-    once; the head is then trained with the supervised contrastive loss on the set label over
-    large batches (half evenly over the sets, half same-caption partners from other sets, so
-    the head must ignore what is drawn). Costs seconds per hundred steps instead of a full
-    forward and backward pass per batch. Returns the loss per step.
+    once and standardised (each input to zero mean and unit spread over the training icons:
+    trunk statistics and colour shares differ in scale by orders of magnitude); the head is then
+    trained with the supervised contrastive loss on the set label over large batches (half
+    evenly over the sets, half same-caption partners from other sets, so the head must ignore
+    what is drawn), and the standardisation is folded into its first layer, so the saved head
+    reads the raw inputs. Costs seconds per hundred steps instead of a full forward and backward
+    pass per batch. Returns the loss per step.
     """
     generator = torch.Generator().manual_seed(seed)
     model.eval()
@@ -361,9 +401,16 @@ def train_style_head(model: DescriptorEncoder, data: SplitData, steps: int = 150
                 rows.append(model.trunk(x.flip(-1) if flip else x)[1])
             parts.append(torch.cat(rows))
     features = torch.stack(parts)  # [2 x N x F]
+    mean = features[0].mean(0)
+    spread = features[0].std(0).clamp(min=STYLE_FEATURE_FLOOR)
+    features = (features - mean) / spread
     labels = torch.from_numpy(data.labels)
     sampler = BatchSampler(data.labels, data.captions, 0.5)
     head = model.style_head
+    torch.manual_seed(seed)
+    for layer in head:
+        if isinstance(layer, torch.nn.Linear):
+            layer.reset_parameters()
     head.train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     losses = []
@@ -378,5 +425,10 @@ def train_style_head(model: DescriptorEncoder, data: SplitData, steps: int = 150
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    with torch.no_grad():  # fold the standardisation into the first layer: W (x - m) / s + b
+        first = head[0]
+        assert isinstance(first, torch.nn.Linear)
+        first.bias.copy_(first.bias - first.weight @ (mean / spread))
+        first.weight.copy_(first.weight / spread[None, :])
     model.eval()
     return losses

@@ -190,8 +190,15 @@ def audit_train(
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, warm-up then cosine)."),
     init_from: Path | None = typer.Option(None, "--init-from", help="Start from this encoder folder "
                                           "(e.g. the shipped one, easel/models/descriptors)."),
-    style_head_steps: int = typer.Option(0, "--style-head-steps", help="Then re-fit the style head "
-                                         "on the frozen trunk for this many steps (seconds each 100)."),
+    style_head_steps: int = typer.Option(0, "--style-head-steps", help="Then fit the style head "
+                                         "afresh on the frozen trunk for this many steps (seconds each "
+                                         "100); with --steps 0 only the style head changes."),
+    style_input: str = typer.Option("all", "--style-input", help="The style head's trunk statistics: "
+                                    "all (every stage, encoder v4) or mid (one stage, encoder v3)."),
+    style_colour_levels: int = typer.Option(8, "--style-colour-levels", help="Levels per RGB channel "
+                                            "of the style head's colour histogram (0: none)."),
+    style_hidden: int = typer.Option(512, "--style-hidden", help="Hidden width of the style head "
+                                     "(0: the trunk's last width)."),
 ) -> None:
     """Train the descriptor encoder (copy, style, content heads) with resumable checkpoints.
 
@@ -208,10 +215,18 @@ def audit_train(
         raise BadInput(f"no manifest at {manifest}", hint="build one with `easel corpus build --size 64`")
     if init_from is not None and not (init_from / "config.json").exists():
         raise BadInput(f"no encoder at {init_from}", hint="pass a folder saved by `easel audit train`")
+    if style_input not in ("all", "mid"):
+        raise BadInput(f"--style-input must be all or mid, not {style_input!r}")
+    if not 0 <= style_colour_levels <= 16 or style_hidden < 0 or steps < 0 or style_head_steps < 0:
+        raise BadInput("--style-colour-levels must be 0–16 and --style-hidden, --steps and "
+                       "--style-head-steps at least 0")
+    if steps == 0 and style_head_steps == 0:
+        raise BadInput("nothing to train: give --steps or --style-head-steps")
     consent_check(manifest)
     cfg = TrainConfig(manifest=str(manifest), batch_size=batch_size, max_steps=steps, minutes=minutes,
                       lr=lr, init_from=str(init_from) if init_from else None,
-                      style_head_steps=style_head_steps)
+                      style_head_steps=style_head_steps, style_input=style_input,
+                      style_colour_levels=style_colour_levels, style_hidden=style_hidden)
     train(cfg, checkpoints, out)
     typer.echo(f"saved {out}")
 
@@ -229,6 +244,10 @@ def audit_eval(
                                "and the text-to-image figure (a fraction of the time)."),
     card: bool = typer.Option(False, "--card", help="Write these figures into the encoder folder's "
                               "model card (card.json, README.md); needs --encoder and a full run."),
+    registry_background: bool = typer.Option(False, "--registry-background", help="Also report the "
+                                             "copy figures for scores normalised by each query's "
+                                             "background in EASEL_HOME's registry (its works must "
+                                             "be described by this encoder's copy head)."),
 ) -> None:
     """Copy detection per attack (recall at FPR 1e-4, µAP; PDQ beside it), style mAP@10 and
     recall@1, text-to-image recall@5, on a split the encoder never trained on."""
@@ -244,8 +263,20 @@ def audit_eval(
     if card and (encoder_dir is None or quick):
         raise BadInput("--card writes into an encoder folder's card from a full run",
                        hint="pass --encoder DIR and leave out --quick")
-    report = evaluate(load_encoder(str(encoder_dir) if encoder_dir else None), manifest, split, limit,
-                      pdq=not quick, text=not quick)
+    encoder = load_encoder(str(encoder_dir) if encoder_dir else None)
+    index = None
+    if registry_background:
+        from easel.audit.encoder import COPY_KIND
+        from easel.audit.index import descriptor_index
+        from easel.registry.store import index_dir, registry_session, registry_url
+
+        url = registry_url()
+        with registry_session(url) as session:
+            index = descriptor_index(session, index_dir(url), COPY_KIND, int(encoder.config.copy_dim))
+        if len(index) == 0:
+            raise BadInput("--registry-background: the registry has no copy descriptors",
+                           hint="register works and run `easel audit index` first")
+    report = evaluate(encoder, manifest, split, limit, pdq=not quick, text=not quick, registry_index=index)
     typer.echo(format_report(report))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
