@@ -257,3 +257,16 @@ def test_cli_audit_index_rebuilds_the_indexes_on_demand(registry: dict, encoder_
     assert state.stat().st_mtime_ns == before  # current: loaded, not written again
     proc = run_cli("audit", "index", "--rebuild", *chosen, env={"EASEL_HOME": str(easel_home)}, check=True)
     assert "6 works indexed" in proc.stdout and state.stat().st_mtime_ns > before
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--steps", "0"], "nothing to train"),
+    (["--style-input", "every"], "--style-input must be all or mid"),
+    (["--style-colour-levels", "40"], "--style-colour-levels must be 0–16"),
+])
+def test_audit_train_refuses_settings_it_cannot_train_with(args: list[str], message: str,
+                                                           tmp_path: Path) -> None:
+    proc = run_cli("audit", "train", *args, "--checkpoints", str(tmp_path / "ck"),
+                   "--out", str(tmp_path / "o"), env={"EASEL_HOME": str(tmp_path / "home")})
+    assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -407,10 +407,11 @@ def train_style_head(model: DescriptorEncoder, data: SplitData, steps: int = 150
     labels = torch.from_numpy(data.labels)
     sampler = BatchSampler(data.labels, data.captions, 0.5)
     head = model.style_head
-    torch.manual_seed(seed)
-    for layer in head:
-        if isinstance(layer, torch.nn.Linear):
-            layer.reset_parameters()
+    with torch.random.fork_rng():  # a seeded fresh start that leaves the global generator alone
+        torch.manual_seed(seed)
+        for layer in head:
+            if isinstance(layer, torch.nn.Linear):
+                layer.reset_parameters()
     head.train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     losses = []

@@ -209,12 +209,6 @@ def audit_train(
     from easel.audit.training import TrainConfig, train
     from easel.cli.train import consent_check
 
-    torch.set_num_threads(threads)
-    manifest = manifest or _corpus_manifest(64)
-    if not manifest.exists():
-        raise BadInput(f"no manifest at {manifest}", hint="build one with `easel corpus build --size 64`")
-    if init_from is not None and not (init_from / "config.json").exists():
-        raise BadInput(f"no encoder at {init_from}", hint="pass a folder saved by `easel audit train`")
     if style_input not in ("all", "mid"):
         raise BadInput(f"--style-input must be all or mid, not {style_input!r}")
     if not 0 <= style_colour_levels <= 16 or style_hidden < 0 or steps < 0 or style_head_steps < 0:
@@ -222,6 +216,12 @@ def audit_train(
                        "--style-head-steps at least 0")
     if steps == 0 and style_head_steps == 0:
         raise BadInput("nothing to train: give --steps or --style-head-steps")
+    torch.set_num_threads(threads)
+    manifest = manifest or _corpus_manifest(64)
+    if not manifest.exists():
+        raise BadInput(f"no manifest at {manifest}", hint="build one with `easel corpus build --size 64`")
+    if init_from is not None and not (init_from / "config.json").exists():
+        raise BadInput(f"no encoder at {init_from}", hint="pass a folder saved by `easel audit train`")
     consent_check(manifest)
     cfg = TrainConfig(manifest=str(manifest), batch_size=batch_size, max_steps=steps, minutes=minutes,
                       lr=lr, init_from=str(init_from) if init_from else None,
