@@ -26,6 +26,7 @@ from PIL import Image
 
 def main() -> None:
     from benchmarks.registered_views import (
+        backgrounds,
         registered_descriptors,
         scores_with_originals,
         scores_with_registry,
@@ -71,8 +72,8 @@ def main() -> None:
                           "caught": int((own >= t).sum())}
              for t in sorted({*np.round(np.arange(0.70, 0.99, 0.02), 2).tolist(), REGISTRY_COPY_THRESHOLD})}
 
-    def background(s: np.ndarray) -> np.ndarray:  # mean of each row's BACKGROUND_K best scores
-        return -np.partition(-s, BACKGROUND_K - 1, axis=1)[:, :BACKGROUND_K].mean(axis=1)
+    def background(s: np.ndarray) -> np.ndarray:  # normalised score = s − β × this
+        return backgrounds(s, BACKGROUND_K)
 
     # normalised (s − β × the query's background): an upload is checked before it is registered,
     # so its own row is left out of its background; an attacked copy's includes its original

@@ -40,6 +40,7 @@ recoloured more often than cropped and rotated; the registry test's attack is ke
 
 def main() -> None:
     from benchmarks.registered_views import (
+        backgrounds,
         registered_descriptors,
         scores_with_originals,
         scores_with_registry,
@@ -90,12 +91,8 @@ def main() -> None:
         if generated else np.zeros((0, len(views)), dtype=np.float32)
     gen_best = gen_scores.max(axis=1)
 
-    def background(scores: np.ndarray) -> np.ndarray:
-        """Each query's mean score with its BACKGROUND_K best registered works (`easel audit eval`'s
-        per-query normalisation): the normalised score is s − BACKGROUND_WEIGHT × this."""
-        if scores.shape[0] == 0:
-            return np.zeros(0, dtype=np.float32)
-        return -np.partition(-scores, BACKGROUND_K - 1, axis=1)[:, :BACKGROUND_K].mean(axis=1)
+    def background(scores: np.ndarray) -> np.ndarray:  # normalised score = s − β × this
+        return backgrounds(scores, BACKGROUND_K)
 
     gen_norm = gen_best - BACKGROUND_WEIGHT * background(gen_scores)
 

@@ -56,6 +56,14 @@ def scores_with_registry(queries: np.ndarray, views: np.ndarray, chunk: int = 64
                            for s in range(0, len(queries), chunk)])
 
 
+def backgrounds(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each query's mean copy score with its ``k`` best registered works (rows of ``scores``
+    ``[Q x N]``): the background of `easel audit eval`'s per-query normalised score."""
+    if scores.shape[0] == 0:
+        return np.zeros(0, dtype=np.float32)
+    return -np.partition(-scores, k - 1, axis=1)[:, :k].mean(axis=1)
+
+
 def scores_with_originals(queries: np.ndarray, originals: np.ndarray) -> np.ndarray:
     """Copy score ``[N]`` of query ``i`` (``[N x D]``) with its own original, work ``i`` of
     ``originals`` (``[N x V x D]``): the best over that work's views."""
