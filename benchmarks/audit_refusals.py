@@ -72,15 +72,13 @@ def main() -> None:
                           "caught": int((own >= t).sum())}
              for t in sorted({*np.round(np.arange(0.70, 0.99, 0.02), 2).tolist(), REGISTRY_COPY_THRESHOLD})}
 
-    def background(s: np.ndarray) -> np.ndarray:  # normalised score = s − β × this
-        return backgrounds(s, BACKGROUND_K)
-
     # normalised (s − β × the query's background): an upload is checked before it is registered,
     # so its own row is left out of its background; an attacked copy's includes its original
     itself = np.zeros_like(scores, dtype=bool)
     itself[np.arange(len(idx)), idx] = True
-    upload_norm = scores - BACKGROUND_WEIGHT * background(np.where(itself, -1.0, scores))[:, None]
-    own_norm = own - BACKGROUND_WEIGHT * background(scores_with_registry(q, views))
+    upload_background = backgrounds(np.where(itself, -1.0, scores), BACKGROUND_K)
+    upload_norm = scores - BACKGROUND_WEIGHT * upload_background[:, None]
+    own_norm = own - BACKGROUND_WEIGHT * backgrounds(scores_with_registry(q, views), BACKGROUND_K)
     normalised = {f"{t:.3f}": {"false_refusals": int(((upload_norm >= t) & other).any(axis=1).sum()),
                                "caught": int((own_norm >= t).sum())}
                   for t in np.round(np.arange(0.20, 0.56, 0.02), 2).tolist()}

@@ -38,6 +38,13 @@ GUARD_ATTACKS = ("blur", "jpeg30", "recolour", "crop80+rot10+border")
 recoloured more often than cropped and rotated; the registry test's attack is kept beside."""
 
 
+def print_sweep(sweep: dict[str, dict]) -> None:
+    """One line per threshold: refused and caught shares (the header is printed once, above)."""
+    for t, r in sweep.items():
+        print(f"{t:>9} {r['generated_refused'] or 0.0:>18.3f} {r['unseen_real_refused']:>20.3f} "
+              + " ".join(f"{r['caught_' + a]:>26.3f}" for a in GUARD_ATTACKS))
+
+
 def main() -> None:
     from benchmarks.registered_views import (
         backgrounds,
@@ -90,11 +97,8 @@ def main() -> None:
     gen_scores = scores_with_registry(describe(encoder, generated).copy.numpy(), views) \
         if generated else np.zeros((0, len(views)), dtype=np.float32)
     gen_best = gen_scores.max(axis=1)
-
-    def background(scores: np.ndarray) -> np.ndarray:  # normalised score = s − β × this
-        return backgrounds(scores, BACKGROUND_K)
-
-    gen_norm = gen_best - BACKGROUND_WEIGHT * background(gen_scores)
+    # normalised score: s − β × the query's background
+    gen_norm = gen_best - BACKGROUND_WEIGHT * backgrounds(gen_scores, BACKGROUND_K)
 
     val = [i for i, r in enumerate(rows) if r["split"] == "val"]
     bits = _bits([pdq_of_array(prepare(p))[0] for p in pictures])
@@ -105,13 +109,14 @@ def main() -> None:
     real_scores = np.where(twins, -1.0, scores_with_registry(q, views))  # as if not registered
     real_best = real_scores.max(axis=1)
     real_best_whole = np.where(twins, -1.0, q @ registered.T).max(axis=1)
-    real_norm = real_best - BACKGROUND_WEIGHT * background(real_scores)
+    real_norm = real_best - BACKGROUND_WEIGHT * backgrounds(real_scores, BACKGROUND_K)
     own, own_norm = {}, {}
     for attack in GUARD_ATTACKS:
         rng = random.Random(0)
         attacked = describe(encoder, [ATTACKS[attack](pictures[i], rng) for i in val]).copy.numpy()
         own[attack] = scores_with_originals(attacked, views[val])
-        own_norm[attack] = own[attack] - BACKGROUND_WEIGHT * background(scores_with_registry(attacked, views))
+        background = backgrounds(scores_with_registry(attacked, views), BACKGROUND_K)
+        own_norm[attack] = own[attack] - BACKGROUND_WEIGHT * background
 
     grid = sorted({*np.round(np.arange(0.60, 0.99, 0.02), 2).tolist(), round(NEAR_COPY_THRESHOLD, 3)})
     table = {f"{t:.3f}": {"generated_refused": float((gen_best >= t).mean()) if len(gen_best) else None,
@@ -146,17 +151,13 @@ def main() -> None:
                       for t in np.round(np.arange(0.30, 0.62, 0.02), 2).tolist()}}}
     print(f"{'threshold':>9} {'generated refused':>18} {'unseen real refused':>20} "
           + " ".join(f"{'caught ' + a:>26}" for a in GUARD_ATTACKS))
-    for t, r in table.items():
-        print(f"{t:>9} {r['generated_refused'] or 0.0:>18.3f} {r['unseen_real_refused']:>20.3f} "
-              + " ".join(f"{r['caught_' + a]:>26.3f}" for a in GUARD_ATTACKS))
+    print_sweep(table)
     print("unseen real drawings' best score, quantiles:", result["unseen_real_best_quantiles"])
     print("... against whole pictures only (curation's duplicate threshold):",
           result["unseen_real_best_quantiles_whole_pictures"])
     norm = result["normalised"]
     print("normalised score (s − β × background):")
-    for t, r in norm["sweep"].items():
-        print(f"{t:>9} {r['generated_refused'] or 0.0:>18.3f} {r['unseen_real_refused']:>20.3f} "
-              + " ".join(f"{r['caught_' + a]:>26.3f}" for a in GUARD_ATTACKS))
+    print_sweep(norm["sweep"])
     print("unseen real drawings' best normalised score, quantiles:", norm["unseen_real_best_quantiles"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

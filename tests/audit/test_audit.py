@@ -121,11 +121,18 @@ def test_descriptors_of_an_older_encoder_are_refused_until_reindexed(registry: d
     `easel audit index` describes them anew — a work whose copy descriptors are current gets its
     style descriptor only."""
     from sqlalchemy import func, select, update
+    from sqlalchemy.orm import Session
 
     from easel.registry.models import WorkDescriptor
 
     url = str(registry["url"])
     encoder = load_encoder(str(encoder_dir) if encoder_dir else None)
+
+    def copy_rows(session: Session, pks: list[int]) -> dict[int, bytes]:
+        return {pk: bytes(v) for pk, v in session.execute(select(
+            WorkDescriptor.work_pk, WorkDescriptor.vector).where(WorkDescriptor.kind == COPY_KIND,
+                                                                  WorkDescriptor.work_pk.in_(pks)))}
+
     with registry_session(url) as session:  # as if an older encoder had described works 0–3:
         pks = [w.pk for w in sorted(session.query(Work).all(), key=lambda w: w.pk)[:4]]
         session.execute(update(WorkDescriptor).where(WorkDescriptor.work_pk.in_(pks[:2]),  # both heads
@@ -134,9 +141,7 @@ def test_descriptors_of_an_older_encoder_are_refused_until_reindexed(registry: d
         session.execute(update(WorkDescriptor).where(WorkDescriptor.work_pk.in_(pks[2:]),  # style only
                                                      WorkDescriptor.kind == STYLE_KIND)
                         .values(kind="easel-style-v0"))
-        copy_rows = {pk: bytes(v) for pk, v in session.execute(select(
-            WorkDescriptor.work_pk, WorkDescriptor.vector).where(WorkDescriptor.kind == COPY_KIND,
-                                                                  WorkDescriptor.work_pk.in_(pks[2:])))}
+        before = copy_rows(session, pks[2:])
     forget_cache()
     with registry_session(url) as session:
         assert stale_descriptor_works(session) == 4
@@ -152,10 +157,7 @@ def test_descriptors_of_an_older_encoder_are_refused_until_reindexed(registry: d
             counts = session.execute(select(WorkDescriptor.work_pk, func.count()).where(
                 WorkDescriptor.kind == kind).group_by(WorkDescriptor.work_pk)).all()
             assert len(counts) == len(registry["works"]) and {c for _, c in counts} == {1}
-        kept = {pk: bytes(v) for pk, v in session.execute(select(
-            WorkDescriptor.work_pk, WorkDescriptor.vector).where(WorkDescriptor.kind == COPY_KIND,
-                                                                  WorkDescriptor.work_pk.in_(pks[2:])))}
-        assert kept == copy_rows  # the current copy descriptors were left as they were
+        assert copy_rows(session, pks[2:]) == before  # current copy descriptors left as they were
         best = Auditor(session, index_dir(url), encoder).audit(artwork(0), "x.png", k=1).matches[0]
         assert best.work_id == registry["works"][0]
 

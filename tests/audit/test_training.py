@@ -76,7 +76,7 @@ def test_colour_histogram_counts_drawn_pixels_by_colour_and_ignores_the_white_gr
     from easel.audit.encoder import colour_histogram
 
     pictures = torch.ones(3, 3, 8, 8)  # white
-    pictures[0, 1:, :4, :] = 0.0  # the left half pure red
+    pictures[0, 1:, :4, :] = 0.0  # the top half pure red
     pictures[1, :, :, :] = 0.0  # all black
     hist = colour_histogram(pictures, levels=2)
     cells = hist[:, :8]

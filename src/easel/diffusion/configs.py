@@ -1,4 +1,4 @@
-"""One table of defaults for the embedded model: architecture, training and sampling.
+"""One table of defaults for the embedded model: architecture and training (sampling: ``defaults``).
 
 Training, the pipeline and the CLI all read these, so a setting lives in one place
 (improved-diffusion's habit). Each trained model directory saves the values it used.
@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from easel.diffusion.defaults import SamplingDefaults
 from easel.diffusion.text_encoder import EMBED_DIM
-
-__all__ = ["SamplingDefaults"]  # re-exported: the sampling table lives in easel.diffusion.defaults
 
 BASE_RESOLUTION = 64  # pixels the autoencoder decodes to
 LATENT_RESOLUTION = 16  # 64 px / 4

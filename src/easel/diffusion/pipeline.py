@@ -25,15 +25,14 @@ from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteSc
 from diffusers.utils import BaseOutput
 from PIL import Image
 
-from easel.diffusion.configs import SamplingDefaults
 from easel.diffusion.data import to_pil
+from easel.diffusion.defaults import SAMPLING
 from easel.diffusion.text_encoder import MAX_PROMPT_CHARS, PromptEmbeddings, get_text_encoder
 from easel.errors import BadInput, NotFound
 
 log = logging.getLogger(__name__)
 
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "embedded"
-MAX_GUIDANCE = 30.0
 MAX_IMAGES = 64
 
 
@@ -85,11 +84,12 @@ class EaselPipeline(DiffusionPipeline):
                 raise BadInput("prompt: must be non-empty text, e.g. \"fox face, twemoji style\"")
             if len(p) > MAX_PROMPT_CHARS:
                 raise BadInput(f"prompt: {len(p)} characters is too long (at most {MAX_PROMPT_CHARS})")
-        if not 1 <= steps <= SamplingDefaults.max_steps:
-            raise BadInput(f"num_inference_steps: must be between 1 and {SamplingDefaults.max_steps}, "
+        if not 1 <= steps <= SAMPLING.max_steps:
+            raise BadInput(f"num_inference_steps: must be between 1 and {SAMPLING.max_steps}, "
                            f"got {steps}")
-        if not 0.0 <= guidance_scale <= MAX_GUIDANCE:
-            raise BadInput(f"guidance_scale: must be between 0 and {MAX_GUIDANCE}, got {guidance_scale}")
+        if not 0.0 <= guidance_scale <= SAMPLING.max_guidance:
+            raise BadInput(f"guidance_scale: must be between 0 and {SAMPLING.max_guidance}, "
+                           f"got {guidance_scale}")
         if image is not None and not 0.0 < strength <= 1.0:
             raise BadInput(f"strength: must be in (0, 1], got {strength}")
         if mask_image is not None:
@@ -120,12 +120,12 @@ class EaselPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         *,
-        num_inference_steps: int = SamplingDefaults.steps,
-        guidance_scale: float = SamplingDefaults.guidance_scale,
+        num_inference_steps: int = SAMPLING.steps,
+        guidance_scale: float = SAMPLING.guidance_scale,
         seeds: list[int] | None = None,
         num_images_per_prompt: int = 1,
         image: Image.Image | None = None,
-        strength: float = SamplingDefaults.strength,
+        strength: float = SAMPLING.strength,
         mask_image: Image.Image | None = None,
         upscale: bool = True,
         callback: Callable[[int, int], None] | None = None,
