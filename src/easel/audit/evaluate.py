@@ -12,13 +12,17 @@ bits), icons of the same set whose captions differ only in skin-tone words ("peo
 hands, medium skin tone and dark skin tone"): one artist's one drawing, recoloured, which no
 copy detector should be blamed for — and *pixel twins*, two icons whose pictures are within
 RMSE 0.03 at 32 px, the near-copy rule of the model evaluation (``NEAR_COPY_RMSE``): one
-picture under two names or in two sets, where a detector that says "copy" is right. The figures
-under the earlier rule (PDQ twins and tone variants only) are reported beside
-(``*_pdq_tone_rule``), with the pixel-twin pairs the new rule set aside. (On the 2026-12-02
-registry's test split the rule sets aside no pair: the negatives that hold the threshold up —
-plain red and black squares that three sets drew alike, fxemoji's left and right arrows, one
-the other's mirror image, noto's ``people wrestling`` and ``men wrestling`` in other skin tones
-— differ by more than that, each the other under one of the suite's own attacks.)
+picture under two names or in two sets, where a detector that says "copy" is right. "Variant
+of" is taken as an equivalence (``one_drawing``: a variant of a variant is a variant), so a
+drawing that Unicode names twice is one drawing in every skin tone: noto and twemoji draw
+``people wrestling`` as ``men wrestling``, the two untoned pictures are PDQ twins, and each has
+a dozen two-tone variants — pairwise, ``men wrestling, medium skin tone`` and ``people
+wrestling, dark skin tone`` were a negative, and those 1,086 pairs (one recolouring of the
+other, which the suite's own recolour attack asks the detector to match) held the test split's
+threshold at FPR 1e-4 up on their own (0.856 against val's 0.766; BENCHMARKS.md, "Session 7").
+The figures under the earlier rules are reported beside: pairwise (``*_pairwise_rule``, session
+6) and PDQ twins and tone variants only (``*_pdq_tone_rule``), with the pairs each later rule
+set aside (``pixel_twin_pairs``, ``chained_pairs``).
 
 Reported per attack and pooled: recall at a false-positive rate of 1e-4 per pair (one
 threshold for the whole suite), top-1 accuracy, and µAP (DISC21: every query's 10 best
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +60,13 @@ against a registry of 17,807 works (val copy recall at FPR 1e-4 0.9916 → 0.997
 
 
 _TONE_WORDS = {"light", "medium-light", "medium", "medium-dark", "dark", "skin", "tone", "and"}
+
+
+def attack_seed(name: str) -> int:
+    """The seed of an attack's random choices (crop windows, colours, angles): fixed by its name,
+    so that every run attacks the same way (Python's ``hash`` of a string changes per process,
+    which made the figures move by ±0.01 between runs before session 7)."""
+    return zlib.crc32(name.encode()) % 1000
 
 
 def variant_key(set_id: str, caption: str) -> str:
@@ -81,6 +93,20 @@ def same_drawing(bits_a: np.ndarray, keys_a: np.ndarray, bits_b: np.ndarray,
     from easel.registry.fingerprint import PDQ_MATCH_DISTANCE
 
     return (_hamming(bits_a, bits_b) <= PDQ_MATCH_DISTANCE) | (keys_a[:, None] == keys_b[None, :])
+
+
+def one_drawing(relation: np.ndarray) -> np.ndarray:
+    """The equivalence that a symmetric bool relation ``[N x N]`` generates: ``i`` and ``j`` are one
+    drawing when a chain of related pairs joins them (connected components, found by spreading
+    the least index along the relation until nothing changes). The diagonal is always true."""
+    n = len(relation)
+    linked = relation | relation.T | np.eye(n, dtype=bool)
+    labels = np.arange(n)
+    while True:
+        spread = np.where(linked, labels[None, :], n).min(axis=1)
+        if np.array_equal(spread, labels):
+            return labels[:, None] == labels[None, :]
+        labels = spread
 
 
 def pixel_twins(pictures: list[Image.Image], batch: int = 256) -> np.ndarray:
@@ -187,17 +213,26 @@ def evaluate(encoder: DescriptorEncoder, manifest: Path, split: str = "test", li
     twins = same_drawing(ref_bits, keys, ref_bits, keys)
     eye = np.eye(n, dtype=bool)
     pixel = pixel_twins(pictures) & ~twins & ~eye
-    negative_mask = ~twins & ~eye & ~pixel
+    variants = one_drawing(twins | pixel)
+    chained = variants & ~twins & ~pixel
+    negative_mask = ~variants
+    earlier_rules = {"pdq_tone_rule": ~twins & ~eye, "pairwise_rule": ~twins & ~eye & ~pixel}
     report: dict[str, Any] = {"split": split, "icons": n, "manifest": str(manifest), "attacks": {}}
     i_idx, j_idx = np.nonzero(np.triu(pixel))
     report["pixel_twin_pairs"] = [f"{sets[i]}:{captions[i]} = {sets[j]}:{captions[j]}"
                                   for i, j in zip(i_idx, j_idx, strict=True)]
+    i_idx, j_idx = np.nonzero(np.triu(chained))
+    families: dict[str, int] = {}
+    for i, j in zip(i_idx, j_idx, strict=True):
+        family = " ~ ".join(sorted({variant_key(sets[i], captions[i]), variant_key(sets[j], captions[j])}))
+        families[family] = families.get(family, 0) + 1
+    report["chained_pairs"] = dict(sorted(families.items(), key=lambda kv: -kv[1]))
 
     per_attack: dict[str, dict[str, np.ndarray]] = {}
     throughput_s = 0.0
     bar = tqdm(total=len(ATTACKS) * n, desc="attacks", unit="query", disable=not progress)
     for name, attack in ATTACKS.items():
-        rng = random.Random(hash(name) % 1000)
+        rng = random.Random(attack_seed(name))
         queries = [attack(p, rng) for p in pictures]
         t0 = time.perf_counter()
         q_copy = describe(encoder, queries).copy.numpy()
@@ -215,18 +250,18 @@ def evaluate(encoder: DescriptorEncoder, manifest: Path, split: str = "test", li
         bar.update(n)
     bar.close()
 
-    earlier_rule = ~twins & ~eye
     first = per_attack[next(iter(ATTACKS))]
     methods = [m for m in ("copy", "copy_whole", "copy_normalised", "pdq") if m in first]
     if "copy_normalised" in methods:
         report["background"] = {"k": BACKGROUND_K, "weight": BACKGROUND_WEIGHT,
                                 "registry_works": int(registry_index.key_count)}
     for method in methods:
-        earlier = np.concatenate([s[method][earlier_rule] for s in per_attack.values()])
-        earlier_threshold = threshold_at(earlier, FPR_TARGET)
-        report[f"{method}_threshold_fpr_1e-4_pdq_tone_rule"] = earlier_threshold
-        report[f"{method}_recall_at_fpr_1e-4_pdq_tone_rule"] = float(np.mean(
-            [(np.diag(s[method]) > earlier_threshold).mean() for s in per_attack.values()]))
+        for rule, mask in earlier_rules.items():
+            earlier = np.concatenate([s[method][mask] for s in per_attack.values()])
+            earlier_threshold = threshold_at(earlier, FPR_TARGET)
+            report[f"{method}_threshold_fpr_1e-4_{rule}"] = earlier_threshold
+            report[f"{method}_recall_at_fpr_1e-4_{rule}"] = float(np.mean(
+                [(np.diag(s[method]) > earlier_threshold).mean() for s in per_attack.values()]))
         negatives = np.concatenate([s[method][negative_mask] for s in per_attack.values()])
         threshold = threshold_at(negatives, FPR_TARGET)
         report[f"{method}_threshold_fpr_1e-4"] = threshold
@@ -300,10 +335,15 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"copy threshold at FPR 1e-4: {report['copy_threshold_fpr_1e-4']:.4f} (whole picture "
                  f"only: {report['copy_whole_threshold_fpr_1e-4']:.4f}); "
                  f"calibration {report['copy_calibration']}")
-    lines.append(f"{len(report['pixel_twin_pairs'])} pixel-twin pairs are not negatives; under the earlier "
-                 f"rule (PDQ twins and skin tones only) copy recall at FPR 1e-4 is "
-                 f"{report['copy_recall_at_fpr_1e-4_pdq_tone_rule']:.3f} (threshold "
-                 f"{report['copy_threshold_fpr_1e-4_pdq_tone_rule']:.4f})")
+    chained = report.get("chained_pairs", {})
+    examples = ", ".join(f"{k}: {v}" for k, v in list(chained.items())[:3])
+    examples = f" ({examples})" if examples else ""
+    lines.append(f"{len(report['pixel_twin_pairs'])} pixel-twin pairs and {sum(chained.values())} pairs "
+                 f"chained through variants{examples} are not negatives; under the pairwise rule (no chains) "
+                 f"copy recall at FPR 1e-4 is "
+                 f"{report['copy_recall_at_fpr_1e-4_pairwise_rule']:.3f} (threshold "
+                 f"{report['copy_threshold_fpr_1e-4_pairwise_rule']:.4f}), under PDQ twins and skin "
+                 f"tones only {report['copy_recall_at_fpr_1e-4_pdq_tone_rule']:.3f}")
     lines.append(f"style mAP@10 {report['style_mAP@10']:.3f}, recall@1 {report['style_recall@1']:.3f}; "
                  f"different-set thresholds {report['style_calibration']}")
     for s, r in report["style_by_set"].items():

@@ -87,12 +87,17 @@ def write_card(folder: Path, training: dict[str, Any], report: dict[str, Any] | 
                   f"{report['copy_whole_recall_at_fpr_1e-4']:.3f} | "
                   f"{report['pdq_recall_at_fpr_1e-4']:.3f} | {report['pdq_uAP']:.3f} |", ""]
         if "pixel_twin_pairs" in report:
-            lines += [f"Negatives leave out a query's PDQ twins, skin-tone variants and "
+            chained = report.get("chained_pairs", {})
+            examples = ", ".join(f"{k} {v}" for k, v in list(chained.items())[:3])
+            lines += [f"Negatives leave out a query's PDQ twins, skin-tone variants, "
                       f"{len(report['pixel_twin_pairs'])} pixel-twin pairs (pictures within RMSE 0.03 "
-                      "at 32 px: one picture under two names); with the pixel twins counted as "
-                      "negatives, copy recall at FPR 1e-4 is "
-                      f"{report['copy_recall_at_fpr_1e-4_pdq_tone_rule']:.3f} (threshold "
-                      f"{report['copy_threshold_fpr_1e-4_pdq_tone_rule']:.3f}).", ""]
+                      f"at 32 px: one picture under two names) and {sum(chained.values())} pairs "
+                      "joined by a chain of those (a variant of a variant"
+                      + (f": {examples}" if examples else "")
+                      + "). Pairwise, without chains, copy recall at FPR 1e-4 is "
+                      f"{report['copy_recall_at_fpr_1e-4_pairwise_rule']:.3f} (threshold "
+                      f"{report['copy_threshold_fpr_1e-4_pairwise_rule']:.3f}); with PDQ twins and "
+                      f"skin tones only, {report['copy_recall_at_fpr_1e-4_pdq_tone_rule']:.3f}.", ""]
         by_set = ", ".join(f"{s} {r['mAP@10']:.2f}" for s, r in report.get("style_by_set", {}).items())
         lines += [f"- style: mAP@10 {report['style_mAP@10']:.3f}, recall@1 {report['style_recall@1']:.3f}"
                   + (f" (by set: {by_set})" if by_set else ""),
