@@ -149,3 +149,48 @@ def test_ranked_scores_give_each_query_its_best_works_by_their_best_view() -> No
     assert np.allclose(ranked[0, :3], expected0, atol=1e-6) and np.isnan(ranked[0, 3])
     assert np.isclose(ranked[1, 0], np.cos(0.1), atol=1e-6)  # work 9, within 0.1 of either view
     assert np.allclose(ranked[:, :3], np.sort(ranked[:, :3], axis=1)[:, ::-1])  # best first
+
+
+def test_a_replaced_descriptor_is_what_the_index_finds_afterwards(url: str) -> None:
+    """`set_descriptor` over an existing row: the saved index must not keep the old vector."""
+    from easel.registry.descriptors import set_descriptor
+
+    rng = np.random.default_rng(3)
+    views = unit(rng, 6, 2, 8)
+    pks = add_works(url, views)
+    folder = index_dir(url)
+    with registry_session(url) as session:
+        assert descriptor_index(session, folder, KIND, 8).search(views[2, 0][None], 1)[0].key == pks[2]
+    replacement = unit(rng, 2, 8)
+    with registry_session(url) as session:
+        set_descriptor(session, "w2", KIND, replacement)
+    for cached in (True, False):  # the process's cached index and the saved one, reloaded
+        if not cached:
+            forget_cache()
+        with registry_session(url) as session:
+            index = descriptor_index(session, folder, KIND, 8)
+            best = index.search(replacement[1][None], 1)[0]
+            assert best.key == pks[2] and best.score == pytest.approx(1.0, abs=1e-5)
+            old = index.search(views[2, 0][None], 1)[0]
+            assert old.key != pks[2] or old.score < 0.99
+            assert index.key_count == 6 and len(index) == 12
+
+
+def test_an_exact_index_that_ingest_would_carry_past_the_limit_is_rebuilt_approximate(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    first = unit(rng, 40, 2, 16)
+    add_works(url, first)
+    folder = index_dir(url)
+    monkeypatch.setattr(index_module, "EXACT_MAX_ROWS", 100)
+    with registry_session(url) as session:
+        assert not descriptor_index(session, folder, KIND, 16).is_approximate  # 80 rows
+    add_works(url, unit(rng, 5, 2, 16), start=40)  # 90 rows: still exact, extended
+    with registry_session(url) as session:
+        assert not descriptor_index(session, folder, KIND, 16).is_approximate
+    later = unit(rng, 260, 2, 16)
+    new_pks = add_works(url, later, start=45)  # 610 rows: past the limit
+    with registry_session(url) as session:
+        index = descriptor_index(session, folder, KIND, 16)
+        assert index.is_approximate and index.key_count == 305
+        assert index.search(later[7, 1][None], 1)[0].key == new_pks[7]

@@ -11,7 +11,8 @@ candidates, and every caller that decides something scores them exactly from the
 vectors (``exact_scores``). It is saved atomically as ``desc-<kind>.*`` in the registry's
 index folder (``easel.registry.store.index_dir``); when the ``work_descriptors`` table has
 grown by new rows only, the saved index takes just those, otherwise (missing, unreadable,
-rows removed or replaced) it is rebuilt, as the PDQ index is.
+rows removed or replaced — a replaced descriptor is a new row — or an exact index that the new
+rows would carry past ``EXACT_MAX_ROWS``) it is rebuilt, as the PDQ index is.
 """
 
 from __future__ import annotations
@@ -254,7 +255,8 @@ def descriptor_index(session: Session, folder: Path, kind: str, dim: int) -> Flo
             had = (int(old_state.get("count", -1)), int(old_state.get("newest", -1)))
             if old.key_count == had[0] == state[0] and had[1] == state[1]:
                 index = old  # current: nothing to save
-            elif old.key_count == had[0] and _grown_only(session, kind, had, state):
+            elif (old.key_count == had[0] and _grown_only(session, kind, had, state)
+                  and not _outgrown(old, session, kind, had)):
                 for keys, vectors in _rows(session, kind, after=had[1]):
                     old.add(keys, vectors)
                 index = old
@@ -264,6 +266,17 @@ def descriptor_index(session: Session, folder: Path, kind: str, dim: int) -> Flo
             index.save(folder, name, {"count": state[0], "newest": state[1]})
         _cache[key] = (state, index)
         return index
+
+
+def _outgrown(index: FloatIndex, session: Session, kind: str, had: tuple[int, int]) -> bool:
+    """Whether an *exact* index would pass ``EXACT_MAX_ROWS`` rows by taking the new rows: then
+    it is rebuilt as an approximate one instead (an exact index grown by ingest alone would
+    otherwise stay exact, and slow, however large the registry became)."""
+    if index.is_approximate:
+        return False
+    newer = session.execute(select(func.count(WorkDescriptor.pk)).where(
+        WorkDescriptor.kind == kind, WorkDescriptor.pk > had[1])).scalar_one()
+    return len(index) + int(newer) * index.rows_per_key > EXACT_MAX_ROWS
 
 
 def _grown_only(session: Session, kind: str, had: tuple[int, int], now: tuple[int, int]) -> bool:

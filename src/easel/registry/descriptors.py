@@ -46,10 +46,13 @@ def set_descriptor(session: Session, work_id: str, kind: str, vector: np.ndarray
         raise BadInput(f"{exc.message} (work {work_id})") from None
     row = session.execute(select(WorkDescriptor).where(
         WorkDescriptor.work_pk == work.pk, WorkDescriptor.kind == kind)).scalar_one_or_none()
-    if row is None:
-        session.add(new)
-    else:
-        row.dim, row.vector = new.dim, new.vector
+    if row is not None:
+        # A replacement is a new row (a new pk), never an update in place: the saved indexes
+        # notice changes by the table's row count and newest pk, and would keep serving the old
+        # vector of a row rewritten where it stood.
+        session.delete(row)
+        session.flush()
+    session.add(new)
     session.flush()
 
 
