@@ -38,6 +38,25 @@ def test_save_load_and_txt2img_seeds_reproduce(pipe: EaselPipeline) -> None:
                     upscale=False).images) == 1
 
 
+def test_guidance_in_an_interval_of_noise_levels(pipe: EaselPipeline) -> None:
+    """An interval holding every step is plain guidance; one holding none is no guidance (the
+    single-pass path); one in between differs from both and is recorded with the image."""
+    def run(**kw: object) -> np.ndarray:
+        return _arr(pipe("fox face, twemoji style", seeds=[4], num_inference_steps=6, upscale=False,
+                         guidance_scale=7.5, **kw).images[0])
+
+    full, everywhere = run(), run(guidance_interval=(0.0, 1.0))
+    assert np.array_equal(full, everywhere)
+    unguided = _arr(pipe("fox face, twemoji style", seeds=[4], num_inference_steps=6, upscale=False,
+                         guidance_scale=1.0).images[0])
+    assert np.array_equal(run(guidance_interval=(0.0, 1e-6)), unguided)
+    middle = pipe("fox face, twemoji style", seeds=[4], num_inference_steps=6, upscale=False,
+                  guidance_scale=7.5, guidance_interval=(0.2, 0.85))
+    assert not np.array_equal(_arr(middle.images[0]), full)
+    assert not np.array_equal(_arr(middle.images[0]), unguided)
+    assert middle.parameters["guidance_interval"] == [0.2, 0.85]
+
+
 def test_img2img_and_inpaint_keep_what_they_should(pipe: EaselPipeline) -> None:
     init = Image.new("RGB", (64, 64), (200, 30, 30))
     light = pipe("red square", seeds=[5], image=init, strength=0.1, num_inference_steps=10,
@@ -73,6 +92,8 @@ def test_img2img_and_inpaint_keep_what_they_should(pipe: EaselPipeline) -> None:
     ({"image": Image.new("RGB", (64, 64)), "mask_image": Image.new("L", (32, 32))}, "mask_image: size"),
     ({"mask_image": Image.new("L", (64, 64))}, "needs an init image"),
     ({"seeds": [1, 2]}, "seeds"),
+    ({"guidance_interval": (0.8, 0.2)}, "guidance_interval"),
+    ({"guidance_interval": (0.0, 1.5)}, "guidance_interval"),
 ])
 def test_bad_inputs_are_refused(pipe: EaselPipeline, kwargs: dict, message: str) -> None:
     args = {"prompt": "fox face", "num_inference_steps": 2, "upscale": False, **kwargs}

@@ -52,6 +52,13 @@ def test_eval_cli_bad_input_is_one_clear_line(synthetic_manifest: Path, tmp_path
     assert "Traceback" not in proc.stderr
     proc = run_cli("eval", "model", "--reference", "blur", "--manifest", str(synthetic_manifest), env=env)
     assert proc.returncode == 2 and "unknown reference 'blur'" in proc.stderr
+    for bad, says in (("0.5", "two numbers"), ("0.9,0.2", "LO < HI"), ("a,b", "two numbers")):
+        proc = run_cli("eval", "model", "--manifest", str(synthetic_manifest), "--guidance-interval", bad,
+                       env=env)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("eval", "model", "--reference", "noise", "--manifest", str(synthetic_manifest),
+                   "--guidance-interval", "0.5,1", env=env)
+    assert proc.returncode == 2 and "no sampler" in proc.stderr
 
 
 @pytest.mark.slow
@@ -67,6 +74,8 @@ def test_eval_model_drives_the_real_pipeline(tiny_judges, tmp_path: Path) -> Non
                                 judges=judges, progress=False, real_baseline=False)
     assert report["n_prompts"] == 3 and report["generated"]["overall"]["n"] == 3
     assert 0.0 <= report["generated"]["overall"]["style_accuracy"] <= 1.0
+    limited = PipelineGenerator(model_dir, steps=2, guidance=2.0, guidance_interval=(0.5, 1.0))
+    assert len(limited(["fox face"], [1])) == 1  # the interval reaches the pipeline (tested there)
 
 
 @pytest.mark.slow

@@ -32,6 +32,20 @@ def _corpus(manifest: Path | None) -> tuple[EvalCorpus, Settings]:
     return load_eval_corpus(manifest or settings.corpus_dir / "64px"), settings
 
 
+def _interval(text: str | None) -> tuple[float, float] | None:
+    """``"LO,HI"`` → ``(lo, hi)`` with 0 ≤ lo < hi ≤ 1, or a ``BadInput`` saying what is wrong."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise BadInput(f"--guidance-interval: expected two numbers LO,HI, got {text!r}",
+                       hint="e.g. --guidance-interval 0.5,1.0 (guide the noisier half)") from None
+    if not 0.0 <= lo < hi <= 1.0:
+        raise BadInput(f"--guidance-interval: need 0 ≤ LO < HI ≤ 1, got {lo},{hi}")
+    return lo, hi
+
+
 def _write_json(path: Path, payload: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +106,10 @@ def model(
     steps: int = typer.Option(SAMPLING.steps, "--steps", help="Sampler steps."),
     guidance: float = typer.Option(SAMPLING.guidance_scale, "--guidance",
                                    help="Classifier-free guidance scale."),
+    guidance_interval: str | None = typer.Option(
+        None, "--guidance-interval", metavar="LO,HI",
+        help="Guide only the steps whose noise level (1 = noise, 0 = picture) is in [LO, HI]; "
+             "default: every step. Measured, not the default: BENCHMARKS.md, \"Guidance interval\"."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first prompt (prompt i uses seed + i)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generator call."),
     manifest: Path | None = typer.Option(None, "--manifest", help=_MANIFEST_HELP),
@@ -114,6 +132,9 @@ def model(
         raise BadInput("give --model or --reference, not both")
     if steps < 1 or steps > 1000:
         raise BadInput(f"--steps must be between 1 and 1000, got {steps}")
+    interval = _interval(guidance_interval)
+    if interval is not None and reference is not None:
+        raise BadInput("--guidance-interval is a sampler setting; a --reference has no sampler")
     model_id, target = None, None
     if record:
         from easel.diffusion.model_card import read_model_card
@@ -133,9 +154,11 @@ def model(
         generator = reference_generator(reference, corpus)
         name, run_settings = f"reference:{reference}", {}
     else:
-        generator = PipelineGenerator(model_dir, steps=steps, guidance=guidance)
+        generator = PipelineGenerator(model_dir, steps=steps, guidance=guidance, guidance_interval=interval)
         name = f"model:{model_dir or 'shipped'}"
         run_settings = {"steps": steps, "guidance": guidance, "model": str(model_dir or "shipped")}
+        if interval is not None:
+            run_settings["guidance_interval"] = list(interval)
     settings.ensure_home()
     judges = ensure_judges(corpus, settings.home)
     report = evaluate_generator(generator, rows, corpus=corpus, judges=judges, name=name,  # type: ignore[arg-type]

@@ -129,6 +129,7 @@ class EaselPipeline(DiffusionPipeline):
         mask_image: Image.Image | None = None,
         upscale: bool = True,
         callback: Callable[[int, int], None] | None = None,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> EaselPipelineOutput:
         """Generate images.
 
@@ -138,12 +139,21 @@ class EaselPipeline(DiffusionPipeline):
 
         ``mask_image``: white = repaint, black = keep (as in diffusers). ``seeds`` gives one
         seed per image (reproducible exactly); if omitted, random seeds are drawn and returned.
+        ``guidance_interval`` ``(lo, hi)``: guide only the steps whose noise level σ (1 = pure
+        noise, 0 = the picture) lies in ``[lo, hi]``; the other steps take the conditional
+        prediction alone and skip the unconditional pass (Kynkäänniemi et al. 2024, "Applying
+        guidance in a limited interval"). ``None``: every step.
         """
         # 1. inputs
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         self.check_inputs(prompts, num_inference_steps, guidance_scale, strength, image,
                           mask_image, seeds)
+        if guidance_interval is not None:
+            lo, hi = (float(x) for x in guidance_interval)
+            if not 0.0 <= lo < hi <= 1.0:
+                raise BadInput(f"guidance_interval: must be (lo, hi) with 0 ≤ lo < hi ≤ 1, got "
+                               f"{tuple(guidance_interval)}")
         n = len(prompts)
         if seeds is None:
             seeds = [secrets.randbits(31) for _ in range(n)]
@@ -179,11 +189,16 @@ class EaselPipeline(DiffusionPipeline):
 
         # 4. denoise
         total = len(timesteps) - start
+        only_cond = cond.index(list(range(n, 2 * n))) if use_cfg else cond
         for i, t in enumerate(timesteps[start:]):
-            model_in = torch.cat([latents, latents]) if use_cfg else latents
-            v = self.unet(model_in, t.expand(model_in.shape[0]), encoder_hidden_states=cond.tokens,
-                          encoder_attention_mask=cond.mask, class_labels=cond.pooled).sample
-            if use_cfg:
+            sigma_now = float(sigmas[start + i])
+            guided = use_cfg and (guidance_interval is None
+                                  or guidance_interval[0] <= sigma_now <= guidance_interval[1])
+            model_in = torch.cat([latents, latents]) if guided else latents
+            step_cond = cond if guided else only_cond
+            v = self.unet(model_in, t.expand(model_in.shape[0]), encoder_hidden_states=step_cond.tokens,
+                          encoder_attention_mask=step_cond.mask, class_labels=step_cond.pooled).sample
+            if guided:
                 v_uncond, v_cond = v.chunk(2)
                 v = v_uncond + guidance_scale * (v_cond - v_uncond)
             latents = self.scheduler.step(v, t, latents).prev_sample
@@ -207,10 +222,12 @@ class EaselPipeline(DiffusionPipeline):
             upscaled = True
         elif upscale:
             log.warning("this pipeline has no upscaler; images stay at %d px", self.base_resolution)
-        params = {"steps": num_inference_steps, "guidance_scale": guidance_scale,
+        params: dict[str, Any] = {"steps": num_inference_steps, "guidance_scale": guidance_scale,
                   "scheduler": type(self.scheduler).__name__,
                   "mode": "inpaint" if mask_image is not None else "img2img" if image is not None
                   else "txt2img"}
+        if guidance_interval is not None:
+            params["guidance_interval"] = [float(x) for x in guidance_interval]
         if image is not None:
             params["strength"] = strength
         return EaselPipelineOutput(images=images, seeds=list(seeds), upscaled=upscaled,

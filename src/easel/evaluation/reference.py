@@ -69,7 +69,8 @@ class PipelineGenerator:
     at base resolution (``upscale=False``)."""
 
     def __init__(self, model_dir: Path | None, steps: int = SAMPLING.steps,
-                 guidance: float = SAMPLING.guidance_scale) -> None:
+                 guidance: float = SAMPLING.guidance_scale,
+                 guidance_interval: tuple[float, float] | None = None) -> None:
         try:
             from easel.diffusion.pipeline import load_pipeline
         except ModuleNotFoundError as exc:
@@ -80,11 +81,12 @@ class PipelineGenerator:
         if steps < 1:
             raise BadInput(f"--steps must be at least 1, got {steps}")
         self.pipe = load_pipeline(model_dir)
-        self.steps, self.guidance = steps, guidance
+        self.steps, self.guidance, self.guidance_interval = steps, guidance, guidance_interval
 
     def __call__(self, prompts: list[str], seeds: list[int]) -> Sequence[Any]:
         out = self.pipe(prompts, seeds=seeds, num_inference_steps=self.steps,
-                        guidance_scale=self.guidance, upscale=False)
+                        guidance_scale=self.guidance, guidance_interval=self.guidance_interval,
+                        upscale=False)
         return list(out.images)
 
 
