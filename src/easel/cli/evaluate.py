@@ -109,7 +109,8 @@ def model(
     guidance_interval: str | None = typer.Option(
         None, "--guidance-interval", metavar="LO,HI",
         help="Guide only the steps whose noise level (1 = noise, 0 = picture) is in [LO, HI]; "
-             "default: every step. Measured, not the default: BENCHMARKS.md, \"Guidance interval\"."),
+             "default: every step. Measured, not the default (BENCHMARKS.md, \"guidance limited "
+             "to an interval\")."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first prompt (prompt i uses seed + i)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generator call."),
     manifest: Path | None = typer.Option(None, "--manifest", help=_MANIFEST_HELP),
