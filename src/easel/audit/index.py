@@ -255,8 +255,7 @@ def descriptor_index(session: Session, folder: Path, kind: str, dim: int) -> Flo
             had = (int(old_state.get("count", -1)), int(old_state.get("newest", -1)))
             if old.key_count == had[0] == state[0] and had[1] == state[1]:
                 index = old  # current: nothing to save
-            elif (old.key_count == had[0] and _grown_only(session, kind, had, state)
-                  and not _outgrown(old, session, kind, had)):
+            elif old.key_count == had[0] and _extendable(old, had, state, _newer_rows(session, kind, had)):
                 for keys, vectors in _rows(session, kind, after=had[1]):
                     old.add(keys, vectors)
                 index = old
@@ -268,22 +267,21 @@ def descriptor_index(session: Session, folder: Path, kind: str, dim: int) -> Flo
         return index
 
 
-def _outgrown(index: FloatIndex, session: Session, kind: str, had: tuple[int, int]) -> bool:
-    """Whether an *exact* index would pass ``EXACT_MAX_ROWS`` rows by taking the new rows: then
-    it is rebuilt as an approximate one instead (an exact index grown by ingest alone would
-    otherwise stay exact, and slow, however large the registry became)."""
-    if index.is_approximate:
-        return False
-    newer = session.execute(select(func.count(WorkDescriptor.pk)).where(
-        WorkDescriptor.kind == kind, WorkDescriptor.pk > had[1])).scalar_one()
-    return len(index) + int(newer) * index.rows_per_key > EXACT_MAX_ROWS
+def _newer_rows(session: Session, kind: str, had: tuple[int, int]) -> int:
+    """How many ``kind`` rows are newer than the newest one a saved index holds."""
+    return int(session.execute(select(func.count(WorkDescriptor.pk)).where(
+        WorkDescriptor.kind == kind, WorkDescriptor.pk > had[1])).scalar_one())
 
 
-def _grown_only(session: Session, kind: str, had: tuple[int, int], now: tuple[int, int]) -> bool:
-    """Whether the ``kind`` rows now are those of ``had`` plus rows newer than its newest."""
-    newer = session.execute(select(func.count(WorkDescriptor.pk)).where(
-        WorkDescriptor.kind == kind, WorkDescriptor.pk > had[1])).scalar_one()
-    return 0 <= had[1] <= now[1] and had[0] + int(newer) == now[0]
+def _extendable(index: FloatIndex, had: tuple[int, int], now: tuple[int, int], newer: int) -> bool:
+    """Whether a saved index (of state ``had``) may just take the ``newer`` rows to reach ``now``:
+    the table has only gained rows since, and an *exact* index would not pass
+    ``EXACT_MAX_ROWS`` rows by taking them (then it is rebuilt as an approximate one instead;
+    an exact index grown by ingest alone would otherwise stay exact, and slow, however large
+    the registry became)."""
+    grown_only = 0 <= had[1] <= now[1] and had[0] + newer == now[0]
+    outgrown = not index.is_approximate and len(index) + newer * index.rows_per_key > EXACT_MAX_ROWS
+    return grown_only and not outgrown
 
 
 def stored_vectors(session: Session, kind: str, pks: list[int]) -> dict[int, np.ndarray]:

@@ -41,9 +41,9 @@ def _interval(text: str | None) -> tuple[float, float] | None:
     except ValueError:
         raise BadInput(f"--guidance-interval: expected two numbers LO,HI, got {text!r}",
                        hint="e.g. --guidance-interval 0.5,1.0 (guide the noisier half)") from None
-    if not 0.0 <= lo < hi <= 1.0:
-        raise BadInput(f"--guidance-interval: need 0 ≤ LO < HI ≤ 1, got {lo},{hi}")
-    return lo, hi
+    from easel.diffusion.defaults import check_guidance_interval
+
+    return check_guidance_interval((lo, hi), "--guidance-interval")
 
 
 def _write_json(path: Path, payload: dict) -> None:

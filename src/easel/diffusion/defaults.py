@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from easel.errors import BadInput
+
 
 @dataclass(frozen=True)
 class SamplingDefaults:
@@ -23,3 +25,13 @@ class SamplingDefaults:
 
 
 SAMPLING = SamplingDefaults()
+
+
+def check_guidance_interval(interval: tuple[float, float],
+                            name: str = "guidance_interval") -> tuple[float, float]:
+    """``(lo, hi)`` as floats if ``0 ≤ lo < hi ≤ 1`` (noise levels, 1 = pure noise), else a
+    ``BadInput`` naming ``name`` (the pipeline's argument, or the CLI option that gave it)."""
+    lo, hi = (float(x) for x in interval)
+    if not 0.0 <= lo < hi <= 1.0:
+        raise BadInput(f"{name}: need 0 ≤ LO < HI ≤ 1, got {lo},{hi}")
+    return lo, hi

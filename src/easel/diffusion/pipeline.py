@@ -26,7 +26,7 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from easel.diffusion.data import to_pil
-from easel.diffusion.defaults import SAMPLING
+from easel.diffusion.defaults import SAMPLING, check_guidance_interval
 from easel.diffusion.text_encoder import MAX_PROMPT_CHARS, PromptEmbeddings, get_text_encoder
 from easel.errors import BadInput, NotFound
 
@@ -150,10 +150,7 @@ class EaselPipeline(DiffusionPipeline):
         self.check_inputs(prompts, num_inference_steps, guidance_scale, strength, image,
                           mask_image, seeds)
         if guidance_interval is not None:
-            lo, hi = (float(x) for x in guidance_interval)
-            if not 0.0 <= lo < hi <= 1.0:
-                raise BadInput(f"guidance_interval: must be (lo, hi) with 0 ≤ lo < hi ≤ 1, got "
-                               f"{tuple(guidance_interval)}")
+            guidance_interval = check_guidance_interval(guidance_interval)
         n = len(prompts)
         if seeds is None:
             seeds = [secrets.randbits(31) for _ in range(n)]
