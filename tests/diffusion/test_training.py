@@ -138,3 +138,104 @@ def test_cooldown_branch_resumes_and_stops(tmp_path: Path, monkeypatch) -> None:
     assert done.step == 22 and done.config.cooldown_start == 10
     assert done.config.lr_at(done.step) == 0.0
     assert torch.load(main, weights_only=False)["step"] == 10  # the main checkpoint is untouched
+
+
+def test_decoder_only_fine_tune_keeps_the_latent_space(tmp_path: Path) -> None:
+    """`easel train autoencoder --init-from DIR --decoder-only`: the encoder, and so every
+    latent a denoiser was trained on, is unchanged; the decoder learns."""
+    from easel.diffusion.training import train_autoencoder
+
+    data = tiny_set()
+    start = tiny_vae()
+    start.register_to_config(scaling_factor=0.5)
+    config = AutoencoderTrainConfig(batch_size=3, learning_rate=2e-3, minutes=100, decay=True)
+    result = train_autoencoder(data, data.images, tmp_path / "dec.pt", config, progress=False,
+                               max_steps=60, init=start, decoder_only=True)
+    tuned = result.vae
+    assert result.steps == 60 and tuned.config.scaling_factor == 0.5
+    before, after = start.state_dict(), tuned.state_dict()
+    for name in before:
+        same = torch.equal(before[name], after[name])
+        assert same == (name.startswith(("encoder.", "quant_conv."))), name
+    with torch.no_grad():
+        x = data.images.float() / 127.5 - 1
+        lat = start.encode(x).latent_dist.mode()
+        assert torch.equal(lat, tuned.encode(x).latent_dist.mode())
+        err_before = (start.decode(lat).sample - x).abs().mean()
+        err_after = (tuned.decode(lat).sample - x).abs().mean()
+    assert err_after < 0.7 * err_before, (err_before, err_after)
+    # resumed from its checkpoint, it goes on from step 60
+    again = train_autoencoder(data, data.images, tmp_path / "dec.pt", config, progress=False,
+                              max_steps=70, init=start, decoder_only=True)
+    assert again.steps == 70
+
+
+def test_decoder_only_needs_a_trained_autoencoder(tmp_path: Path) -> None:
+    import pytest
+
+    from easel.diffusion.training import train_autoencoder
+
+    with pytest.raises(ValueError, match="give init"):
+        train_autoencoder(tiny_set(), tiny_set().images, tmp_path / "x.pt", AutoencoderTrainConfig(),
+                          progress=False, max_steps=1, decoder_only=True)
+
+
+def test_train_autoencoder_cli_refuses_bad_fine_tune_options(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    env = {"EASEL_HOME": str(tmp_path / "home")}
+    out = tmp_path / "out"
+    for args, says in ((["--decoder-only"], "give --init-from"),
+                       (["--init-from", str(tmp_path)], "not an autoencoder directory"),
+                       (["--minutes", "0"], "--minutes must be more than 0"),
+                       (["--install-into", str(tmp_path)], "add --decoder-only")):
+        proc = run_cli("train", "autoencoder", "--out", str(out), *args, env=env)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_install_decoder_replaces_the_models_autoencoder_only_when_the_encoder_is_its_own(
+        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    import easel.diffusion.training as training
+    from easel.diffusion import tiny
+    from easel.diffusion.model_card import read_model_card
+    from easel.diffusion.training import install_decoder, train_autoencoder
+    from easel.errors import BadInput
+
+    monkeypatch.setattr(training, "unet_config", lambda *_a, **_k: tiny.tiny_unet().config)
+    data, vae = tiny_set(), tiny_vae()
+    enc = encode_training_set(data, vae, tmp_path, progress=False)
+    config = TrainConfig(batch_size=4, warmup_steps=1, checkpoint_minutes=100)
+    state = train_denoiser(enc, tmp_path / "ckpt.pt", config, max_steps=2, progress=False)
+    model = tmp_path / "model"
+    export_base_model(model, state, vae, data, config)
+    first_id = read_model_card(model)["model_id"]
+
+    ae_config = AutoencoderTrainConfig(batch_size=3, minutes=100)
+    tuned = train_autoencoder(data, data.images, tmp_path / "d.pt", ae_config, progress=False,
+                              max_steps=5, init=vae, decoder_only=True)
+    tuned.vae.save_pretrained(str(tmp_path / "dec"))
+    write_autoencoder_record(tmp_path / "dec", data, 5, 1.0, 30.5, ae_config,
+                             fine_tuned={"from": "x", "decoder_only": True, "val_psnr_before": 20.0})
+    assert install_decoder(model, tmp_path / "dec") == f"{first_id}-d5"
+    card = read_model_card(model)
+    assert card["training"]["vae_val_psnr"] == 30.5 and card["autoencoder"]["fine_tuned"]["decoder_only"]
+    assert "decoder only (encoder and latent space frozen)" in (model / "MODEL_CARD.md").read_text()
+    installed = load_pipeline(model, device="cpu").vae.state_dict()
+    assert all(torch.equal(installed[k], v) for k, v in tuned.vae.state_dict().items())
+    assert not list(model.glob(".vae-*"))  # no staging left behind
+
+    whole = train_autoencoder(data, data.images, tmp_path / "w.pt", ae_config, progress=False,
+                              max_steps=3, init=vae)  # the encoder moved too
+    whole.vae.save_pretrained(str(tmp_path / "whole"))
+    write_autoencoder_record(tmp_path / "whole", data, 3, 1.0, 31.0, ae_config)
+    with pytest.raises(BadInput, match="not configured like"):  # its latents were re-scaled
+        install_decoder(model, tmp_path / "whole")
+    whole.vae.register_to_config(scaling_factor=vae.config.scaling_factor)
+    whole.vae.save_pretrained(str(tmp_path / "whole"))
+    with pytest.raises(BadInput, match="another encoder"):
+        install_decoder(model, tmp_path / "whole")
+    assert read_model_card(model)["model_id"] == f"{first_id}-d5"  # untouched by the refusal

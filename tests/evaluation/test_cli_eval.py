@@ -142,3 +142,44 @@ def test_learning_curve_carries_within_a_run_and_history_across_datasets(tmp_pat
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "## Training history" in text and f"`{'a' * 64}`" in text and "| m-s30 |" in text
     assert "| 30 (dataset `aaaaaaaa…`) |" in text
+
+
+@pytest.mark.slow
+def test_autoencoder_reference_is_the_real_icons_through_a_models_autoencoder(  # type: ignore[no-untyped-def]
+        synthetic_manifest: Path, tiny_judges, tmp_path: Path) -> None:
+    tiny = pytest.importorskip("easel.diffusion.tiny")
+    import numpy as np
+    import torch
+
+    from easel.evaluation import AutoencodedIconGenerator, RealIconGenerator, select_prompts
+
+    corpus, _ = tiny_judges
+    model_dir = tiny.save_tiny_pipeline(tmp_path / "model")
+    vae = tiny.tiny_vae().eval()
+    rows = select_prompts(corpus, "val", n=3)
+    prompts, seeds = [r.prompt for r in rows], [r.seed for r in rows]
+    real = RealIconGenerator(corpus)(prompts, seeds)
+    out = AutoencodedIconGenerator(corpus, vae)(prompts, seeds)
+    x = torch.from_numpy(np.array(real[0].convert("RGB"))).permute(2, 0, 1)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        want = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    got = torch.from_numpy(np.array(out[0])).permute(2, 0, 1)[None].float() / 127.5 - 1
+    assert out[0].size == real[0].size and (got - want).abs().max() <= 1 / 127.5 + 1e-6
+    assert np.abs(np.asarray(out[0], dtype=int) - np.asarray(real[0].convert("RGB"), dtype=int)).mean() > 5
+
+    env = _home_with_judges(tiny_judges, tmp_path)
+    m, report_path = str(synthetic_manifest), tmp_path / "ae.json"
+    proc = run_cli("eval", "model", "--reference", "autoencoder", "--model", str(model_dir),
+                   "--manifest", m, "-n", "6", "--json", str(report_path), env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(report_path.read_text())
+    assert report["generator"] == "reference:autoencoder" and report["settings"]["model"] == str(model_dir)
+    # a random-weight autoencoder destroys the pictures: far from the real icons' style accuracy
+    assert (report["generated"]["overall"]["style_accuracy"]
+            < report["real_icons"]["overall"]["style_accuracy"])
+    proc = run_cli("eval", "model", "--reference", "noise", "--model", str(model_dir), "--manifest", m,
+                   env=env)
+    assert proc.returncode == 2 and "not both" in proc.stderr
+    proc = run_cli("eval", "model", "--reference", "autoencoder", "--model", str(tmp_path), "--manifest", m,
+                   env=env)
+    assert proc.returncode == 2 and "no autoencoder" in proc.stderr and "Traceback" not in proc.stderr

@@ -100,7 +100,9 @@ def model(
     model_dir: Path | None = typer.Option(None, "--model",
                                           help="Model directory (default: the shipped model)."),
     reference: str | None = typer.Option(None, "--reference",
-                                         help="Evaluate a reference instead: real | real32 | noise."),
+                                         help="Evaluate a reference instead: real | real32 | noise | "
+                                              "autoencoder (the real icons through --model's "
+                                              "autoencoder)."),
     split: str = typer.Option("val", "--split", help="Prompt split: val, test, train or a comma list."),
     n: int = typer.Option(140, "-n", help="Number of prompts (spread over the six base sets)."),
     steps: int = typer.Option(SAMPLING.steps, "--steps", help="Sampler steps."),
@@ -129,8 +131,8 @@ def model(
     from easel.evaluation.reference import PipelineGenerator, reference_generator
     from easel.evaluation.report import evaluate_generator, format_report
 
-    if reference is not None and model_dir is not None:
-        raise BadInput("give --model or --reference, not both")
+    if reference is not None and model_dir is not None and reference != "autoencoder":
+        raise BadInput("give --model or --reference, not both (except --reference autoencoder)")
     if steps < 1 or steps > 1000:
         raise BadInput(f"--steps must be between 1 and 1000, got {steps}")
     interval = _interval(guidance_interval)
@@ -151,9 +153,12 @@ def model(
     corpus, settings = _corpus(manifest)
     rows = select_prompts(corpus, split=split, n=n, seed=seed)
     generator: object
+    run_settings: dict[str, object]
     if reference is not None:
-        generator = reference_generator(reference, corpus)
+        generator = reference_generator(reference, corpus, model_dir)
         name, run_settings = f"reference:{reference}", {}
+        if model_dir is not None:
+            run_settings["model"] = str(model_dir)
     else:
         generator = PipelineGenerator(model_dir, steps=steps, guidance=guidance, guidance_interval=interval)
         name = f"model:{model_dir or 'shipped'}"

@@ -48,27 +48,88 @@ def autoencoder(
     checkpoint: Path = typer.Option(None, help="Checkpoint file to resume from and save to "
                                     "(default: <out>.ckpt.pt)."),
     minutes: float = typer.Option(10.0, help="Training time budget in minutes."),
+    init_from: Path = typer.Option(None, "--init-from", help="Start from this trained autoencoder "
+                                   "(an autoencoder directory, or a model directory's vae/)."),
+    decoder_only: bool = typer.Option(False, "--decoder-only", help="With --init-from: train the "
+                                      "decoder only. The encoder, the latent space and its scaling "
+                                      "stay as they are, so a denoiser trained on them still works "
+                                      "with the new decoder."),
+    decay: bool = typer.Option(False, "--decay", help="Decay the learning rate linearly to 0 over "
+                               "--minutes (resume with the same --minutes)."),
+    install_into: Path = typer.Option(None, "--install-into", help="With --decoder-only: put the "
+                                      "new autoencoder into this model directory in place of its own "
+                                      "(the model id gains -d<steps>; the card is updated)."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
 ) -> None:
     """Train the small autoencoder (64 px ↔ 16×16×4 latents) the denoiser works in."""
+    from diffusers import AutoencoderKL
+
     from easel.corpus.sources import HELD_OUT_SET
     from easel.diffusion.configs import AutoencoderTrainConfig
     from easel.diffusion.data import load_training_set
-    from easel.diffusion.training import train_autoencoder, write_autoencoder_record
+    from easel.diffusion.training import (
+        autoencoder_psnr,
+        pick_device,
+        read_autoencoder_record,
+        train_autoencoder,
+        write_autoencoder_record,
+    )
+    from easel.errors import BadInput
 
+    if minutes <= 0:
+        raise BadInput(f"--minutes must be more than 0, got {minutes}")
+    if decoder_only and init_from is None:
+        raise BadInput("--decoder-only fine-tunes a trained autoencoder's decoder",
+                       hint="give --init-from DIR (an autoencoder or a model directory)")
+    if install_into is not None and not decoder_only:
+        raise BadInput("--install-into takes a decoder only: a new encoder would change the latent "
+                       "space the model's denoiser was trained in", hint="add --decoder-only")
+    if install_into is not None and not (install_into / "model_card.json").exists():
+        raise BadInput(f"{install_into} is not a model directory with a card (no model_card.json)",
+                       hint="give a directory written by `easel train base`")
+    init, init_dir = None, None
+    if init_from is not None:
+        init_dir = init_from / "vae" if (init_from / "vae" / "config.json").exists() else init_from
+        if not (init_dir / "config.json").exists():
+            raise BadInput(f"{init_from} is not an autoencoder directory (no config.json, no vae/)",
+                           hint="give a directory written by `easel train autoencoder`, or a model directory")
+        try:
+            init = AutoencoderKL.from_pretrained(str(init_dir))
+        except (OSError, ValueError, KeyError) as exc:
+            raise BadInput(f"cannot load the autoencoder in {init_dir}: {exc}") from exc
     _threads(threads)
     path = _manifest(manifest)
     consent_check(path)
     data = load_training_set(path, ("train",), (HELD_OUT_SET,))
     val = load_training_set(path, ("val",), (HELD_OUT_SET,), progress=False)
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
-    config = AutoencoderTrainConfig(minutes=minutes)
-    result = train_autoencoder(data, val.images, ckpt, config, device=device)
+    config = AutoencoderTrainConfig(minutes=minutes, decay=decay)
+    fine_tuned = None
+    if init is not None and init_dir is not None:
+        before = autoencoder_psnr(init, val.images, pick_device(device))
+        fine_tuned = {"from": str(init_dir), "decoder_only": decoder_only,
+                      "val_psnr_before": round(before, 3), "previous": read_autoencoder_record(init_dir)}
+        typer.echo(f"starting from {init_dir}: validation PSNR {before:.2f} dB")
+    result = train_autoencoder(data, val.images, ckpt, config, device=device, init=init,
+                               decoder_only=decoder_only)
     result.vae.save_pretrained(str(out))
-    write_autoencoder_record(out, data, result.steps, result.seconds, result.val_psnr, config)
-    typer.echo(f"autoencoder: {result.steps} steps in {result.seconds / 60:.1f} min, "
-               f"validation PSNR {result.val_psnr:.2f} dB → {out}")
+    write_autoencoder_record(out, data, result.steps, result.seconds, result.val_psnr, config,
+                             fine_tuned=fine_tuned)
+    typer.echo(f"{'decoder' if decoder_only else 'autoencoder'}: {result.steps} steps in "
+               f"{result.seconds / 60:.1f} min, validation PSNR {result.val_psnr:.2f} dB → {out}")
+    if install_into is not None:
+        from easel.db import session_scope
+        from easel.diffusion.model_card import read_model_card
+        from easel.diffusion.training import install_decoder
+        from easel.registry.lineage import record_model
+
+        model_id = install_decoder(install_into, out)
+        # the lineage table holds one dataset per model: the denoiser's (the card names both)
+        with session_scope(get_settings().db_url) as session:
+            record_model(session, model_id, read_model_card(install_into)["dataset_id"], kind="base",
+                         path=str(install_into))
+        typer.echo(f"installed into {install_into} as {model_id}")
 
 
 @train_app.command("base")

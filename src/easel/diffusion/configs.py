@@ -100,6 +100,7 @@ class AutoencoderTrainConfig:
     kl_weight: float = 1e-6
     minutes: float = 6.0
     seed: int = 0
+    decay: bool = False  # learning rate linearly to 0 over the time budget
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

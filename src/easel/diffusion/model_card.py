@@ -96,6 +96,15 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
                   f"{', '.join(ae.get('sets', []))}; {ae.get('consented_items', 0)} with consent-event ids",
                   f"- {ae['steps']} steps of {ae['config']['batch_size']}, {ae['seconds'] / 60:.1f} min, "
                   f"validation PSNR {ae['val_psnr']:.2f} dB"]
+        tuned = ae.get("fine_tuned")
+        if tuned:
+            prev = tuned.get("previous") or {}
+            what = "the decoder only (encoder and latent space frozen)" if tuned.get("decoder_only") else (
+                "every weight")
+            lines.append(f"- those steps fine-tuned {what}, starting from an autoencoder at "
+                         f"{tuned['val_psnr_before']:.2f} dB"
+                         + (f" trained {prev['steps']} steps on dataset `{prev['dataset_id']}`"
+                            if prev.get("steps") else ""))
     if card.get("autoencoder_data"):
         lines += ["", "## Autoencoder data", "", str(card["autoencoder_data"])]
     history = card.get("history")

@@ -88,14 +88,37 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-10))
 
 
+def autoencoder_psnr(vae: AutoencoderKL, val_images: torch.Tensor, dev: torch.device) -> float:
+    """Validation PSNR (dB) of the latent-mode round trip on the first 256 images."""
+    vae.eval()
+    with torch.no_grad():
+        val = to_unit(val_images[:256]).to(dev)
+        rec = vae.decode(vae.encode(val).latent_dist.mode()).sample
+        return psnr(rec, val)
+
+
 def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
                       config: AutoencoderTrainConfig, device: str | None = None,
-                      progress: bool = True, max_steps: int | None = None) -> AutoencoderResult:
-    """Train the 64→16 ``AutoencoderKL`` (L1 + gradient L1 + tiny KL) for ``config.minutes``."""
+                      progress: bool = True, max_steps: int | None = None,
+                      init: AutoencoderKL | None = None, decoder_only: bool = False) -> AutoencoderResult:
+    """Train the 64→16 ``AutoencoderKL`` (L1 + gradient L1 + tiny KL) for ``config.minutes``.
+
+    ``init`` starts from a trained autoencoder instead of random weights. ``decoder_only``
+    freezes its encoder (and so the latent space and its scaling factor): a denoiser trained
+    on its latents stays valid, and only the pictures it decodes to change. With
+    ``config.decay`` the learning rate falls linearly to 0 over the time budget.
+    """
+    if decoder_only and init is None:
+        raise ValueError("decoder_only fine-tunes a trained autoencoder: give init")
     dev = pick_device(device)
     torch.manual_seed(config.seed)
-    vae = AutoencoderKL(**vae_config()).to(dev)
-    opt = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    vae = copy.deepcopy(init) if init is not None else AutoencoderKL(**vae_config())
+    vae = vae.to(dev)
+    if decoder_only:
+        for module in (vae.encoder, vae.quant_conv):
+            module.requires_grad_(False)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     step, seconds = 0, 0.0
     if ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=False)
@@ -105,19 +128,33 @@ def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
         log.info("resumed autoencoder at step %d (%.0f s)", step, seconds)
     gen = torch.Generator().manual_seed(config.seed + step)
     budget = config.minutes * 60
-    bar = tqdm(desc="autoencoder", unit="step", initial=step, disable=not progress,
-               total=max_steps)
+    bar = tqdm(desc="decoder" if decoder_only else "autoencoder", unit="step", initial=step,
+               disable=not progress, total=max_steps)
     last_save = time.monotonic()
     with stop_on_signal() as flag:
         while seconds < budget and not flag["stop"] and (max_steps is None or step < max_steps):
             t0 = time.monotonic()
+            if config.decay:
+                lr = config.learning_rate * min(1.0, (step + 1) / 50) * max(0.0, 1.0 - seconds / budget)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            vae.train()
+            if decoder_only:
+                vae.encoder.eval()
             idx = torch.randint(0, data.images.shape[0], (config.batch_size,), generator=gen)
             x = to_unit(data.images[idx]).to(dev)
-            post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample()).sample
+            if decoder_only:
+                with torch.no_grad():
+                    post = vae.encode(x).latent_dist
+                rec = vae.decode(post.sample()).sample
+                kl = torch.zeros((), device=dev)
+            else:
+                post = vae.encode(x).latent_dist
+                rec = vae.decode(post.sample()).sample
+                kl = post.kl().mean()
             grad = (F.l1_loss(rec[..., 1:, :] - rec[..., :-1, :], x[..., 1:, :] - x[..., :-1, :])
                     + F.l1_loss(rec[..., 1:] - rec[..., :-1], x[..., 1:] - x[..., :-1]))
-            loss = F.l1_loss(rec, x) + 0.5 * grad + config.kl_weight * post.kl().mean()
+            loss = F.l1_loss(rec, x) + 0.5 * grad + config.kl_weight * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -133,21 +170,19 @@ def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
     atomic_save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step,
                  "seconds": seconds}, ckpt)
     vae.eval()
-    with torch.no_grad():
-        val = to_unit(val_images[:256]).to(dev)
-        latents = vae.encode(val).latent_dist.mode()
-        scale = 1.0 / latents.std().item()
-        vae.register_to_config(scaling_factor=scale)
-        rec = vae.decode(latents).sample
-        val_psnr = psnr(rec, val)
-    return AutoencoderResult(vae.cpu(), step, seconds, val_psnr)
+    if not decoder_only:  # a new latent space: scale it to unit variance for the denoiser
+        with torch.no_grad():
+            latents = vae.encode(to_unit(val_images[:256]).to(dev)).latent_dist.mode()
+        vae.register_to_config(scaling_factor=1.0 / latents.std().item())
+    return AutoencoderResult(vae.cpu(), step, seconds, autoencoder_psnr(vae, val_images, dev))
 
 
 AUTOENCODER_RECORD = "training.json"
 
 
 def write_autoencoder_record(vae_dir: Path, data: TrainingSet, steps: int, seconds: float,
-                             val_psnr: float, config: AutoencoderTrainConfig) -> dict[str, Any]:
+                             val_psnr: float, config: AutoencoderTrainConfig,
+                             fine_tuned: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``<vae_dir>/training.json``: which data the autoencoder learned from, and how well.
 
     ``easel train base`` copies this record into the model card, so that the card names the
@@ -158,6 +193,8 @@ def write_autoencoder_record(vae_dir: Path, data: TrainingSet, steps: int, secon
               "consented_items": sum(1 for r in data.rows if r.get("consent_event_id")),
               "steps": steps, "seconds": round(seconds, 1), "val_psnr": round(val_psnr, 3),
               "config": config.to_dict()}
+    if fine_tuned is not None:
+        record["fine_tuned"] = fine_tuned
     (vae_dir / AUTOENCODER_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -453,3 +490,52 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
     }
     card.update(extra or {})
     return save_model_dir(out, state.ema, vae, upscaler_dir, card)
+
+
+def install_decoder(model_dir: Path, vae_dir: Path) -> str:
+    """Put the autoencoder in ``vae_dir`` into the model directory ``model_dir`` in place of
+    its own, when only its decoder differs (``easel train autoencoder --decoder-only``).
+
+    The encoder must be the model's, weight for weight: the denoiser was trained on its
+    latents. The card's autoencoder record and PSNR are replaced and the model id gains
+    ``-d<decoder steps>`` (so generation logs tell the two apart); returns the new id.
+    """
+    import re
+    import shutil
+    import tempfile
+
+    from easel.diffusion.model_card import read_model_card, write_model_card
+    from easel.errors import BadInput
+
+    current = AutoencoderKL.from_pretrained(str(model_dir / "vae"))
+    new = AutoencoderKL.from_pretrained(str(vae_dir))
+    def shape(config: Any) -> dict[str, Any]:  # without bookkeeping such as _name_or_path
+        return {k: v for k, v in dict(config).items() if not k.startswith("_")}
+
+    if shape(current.config) != shape(new.config):
+        raise BadInput(f"the autoencoder in {vae_dir} is not configured like {model_dir}'s",
+                       hint="fine-tune the model's own: --init-from MODEL --decoder-only")
+    old_state, new_state = current.state_dict(), new.state_dict()
+    changed = [k for k in old_state if k.startswith(("encoder.", "quant_conv."))
+               and not torch.equal(old_state[k], new_state[k])]
+    if changed:
+        raise BadInput(f"the autoencoder in {vae_dir} has another encoder ({len(changed)} tensors "
+                       "differ): the model's denoiser was trained on its own encoder's latents",
+                       hint="train with --init-from MODEL --decoder-only")
+    record = read_autoencoder_record(vae_dir)
+    card = read_model_card(model_dir)
+    if record is None or not card:
+        raise BadInput("both the model and the autoencoder need their training records",
+                       hint="use directories written by `easel train base` and `easel train autoencoder`")
+    card["autoencoder"] = record
+    card["training"]["vae_val_psnr"] = record.get("val_psnr")
+    base_id = re.sub(r"-d\d+$", "", str(card["model_id"]))
+    card["model_id"] = f"{base_id}-d{record['steps']}"
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".vae-") as tmp:
+        staging = Path(tmp) / "vae"
+        shutil.copytree(vae_dir, staging)
+        old = Path(tmp) / "old"
+        (model_dir / "vae").rename(old)
+        staging.rename(model_dir / "vae")
+    write_model_card(model_dir, card)
+    return str(card["model_id"])

@@ -24,7 +24,8 @@ _EXPORTS = {
     "CONTACT_SHEET_PROMPTS": "data", "CONTACT_SHEET_SEEDS": "data", "EvalCorpus": "data",
     "PromptRow": "data", "load_eval_corpus": "data", "select_prompts": "data",
     "Judges": "judges", "ensure_judges": "judges", "train_judge": "judges",
-    "NoiseGenerator": "reference", "PipelineGenerator": "reference", "RealIconGenerator": "reference",
+    "AutoencodedIconGenerator": "reference", "NoiseGenerator": "reference",
+    "PipelineGenerator": "reference", "RealIconGenerator": "reference",
     "evaluate_generator": "report", "format_report": "report",
 }
 __all__ = sorted(_EXPORTS)

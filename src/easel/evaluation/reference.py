@@ -3,6 +3,8 @@
 The references prove that the metrics behave: ``RealIconGenerator`` returns the corpus's own
 icon for each prompt (it should score near the judges' real-image accuracy) and
 ``NoiseGenerator`` returns seeded pixel noise (it should score near chance).
+``AutoencodedIconGenerator`` returns the real icon after a round trip through a model's
+autoencoder: the best a denoiser working in that latent space could score.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from easel.diffusion.defaults import SAMPLING
 from easel.errors import BadInput, EaselError
 from easel.evaluation.data import EvalCorpus
 
-REFERENCES = ("real", "real32", "noise")
+REFERENCES = ("real", "real32", "autoencoder", "noise")
 
 
 class RealIconGenerator:
@@ -46,6 +48,27 @@ class RealIconGenerator:
                 image = image.resize((self.size, self.size), Image.Resampling.BOX)
             out.append(image)
         return out
+
+
+class AutoencodedIconGenerator(RealIconGenerator):
+    """The real icon of each prompt, encoded to the latent mode and decoded by ``vae`` (a
+    diffusers ``AutoencoderKL``): what a perfect denoiser in that latent space would give."""
+
+    def __init__(self, corpus: EvalCorpus, vae: Any) -> None:
+        super().__init__(corpus)
+        self.vae = vae.eval()
+
+    def __call__(self, prompts: list[str], seeds: list[int]) -> list[Any]:
+        import torch
+        from PIL import Image
+
+        real = super().__call__(prompts, seeds)
+        x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in real]))
+        x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        with torch.no_grad():
+            out = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample
+        pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return [Image.fromarray(p) for p in pixels]
 
 
 class NoiseGenerator:
@@ -90,8 +113,15 @@ class PipelineGenerator:
         return list(out.images)
 
 
-def reference_generator(kind: str, corpus: EvalCorpus) -> RealIconGenerator | NoiseGenerator:
-    """``"real"``, ``"real32"`` (the real icons shrunk to 32 px) or ``"noise"``."""
+def reference_generator(kind: str, corpus: EvalCorpus,
+                        model_dir: Path | None = None) -> RealIconGenerator | NoiseGenerator:
+    """``"real"``, ``"real32"`` (the real icons shrunk to 32 px), ``"autoencoder"`` (the real
+    icons through ``model_dir``'s autoencoder; default the shipped model's) or ``"noise"``."""
+    if model_dir is not None and kind != "autoencoder":
+        raise BadInput(f"the {kind!r} reference takes no model",
+                       hint="give --model only with --reference autoencoder, or drop --reference")
+    if kind == "autoencoder":
+        return AutoencodedIconGenerator(corpus, load_autoencoder(model_dir))
     if kind == "real":
         return RealIconGenerator(corpus)
     if kind == "real32":
@@ -99,3 +129,16 @@ def reference_generator(kind: str, corpus: EvalCorpus) -> RealIconGenerator | No
     if kind == "noise":
         return NoiseGenerator()
     raise BadInput(f"unknown reference {kind!r}", hint=f"use one of {', '.join(REFERENCES)}")
+
+
+def load_autoencoder(model_dir: Path | None = None) -> Any:
+    """The ``AutoencoderKL`` of an Easel model directory (default: the shipped model)."""
+    from diffusers import AutoencoderKL
+
+    from easel.diffusion.pipeline import resolve_model_dir
+
+    path = resolve_model_dir(model_dir) / "vae"
+    if not (path / "config.json").exists():
+        raise BadInput(f"{path.parent} has no autoencoder (no vae/config.json)",
+                       hint="give a model directory written by `easel train base`")
+    return AutoencoderKL.from_pretrained(str(path))
