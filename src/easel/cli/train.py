@@ -62,7 +62,11 @@ def autoencoder(
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
 ) -> None:
-    """Train the small autoencoder (64 px ↔ 16×16×4 latents) the denoiser works in."""
+    """Train the small autoencoder (64 px ↔ 16×16×4 latents) the denoiser works in.
+
+    With --init-from MODEL --decoder-only it sharpens a trained model's decoder instead, keeping
+    the latent space its denoiser was trained in (--install-into MODEL puts it in place).
+    """
     from diffusers import AutoencoderKL
 
     from easel.corpus.sources import HELD_OUT_SET
