@@ -183,3 +183,36 @@ def test_autoencoder_reference_is_the_real_icons_through_a_models_autoencoder(  
     proc = run_cli("eval", "model", "--reference", "autoencoder", "--model", str(tmp_path), "--manifest", m,
                    env=env)
     assert proc.returncode == 2 and "no autoencoder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_fine_tuned_decoder_gets_its_own_learning_curve_point(tmp_path: Path) -> None:
+    """The same denoiser steps with another decoder (model id ``…-d<steps>``) is another model:
+    its point stands beside the plain model's instead of replacing it."""
+    from easel.diffusion.model_card import read_model_card, record_evaluation, write_model_card
+
+    old_point = {"steps": 7, "samples": 56, "cpu_hours": 0.01, "split": "val", "n": 3,
+                 "style_accuracy": 0.1, "concept_top1": 0.0, "concept_top5": 0.0, "frechet": 9.0,
+                 "near_copy_share": 0.0, "real_style": 0.9, "real_top5": 0.5}  # recorded before ids
+    card = {"model_id": "tiny-s7-d5", "dataset_id": "d" * 64, "sources": [], "easel_version": "test",
+            "learning_curve": [old_point],
+            "training": {"items": 3, "held_out_sets": [], "steps": 7, "samples": 56, "seconds": 1.0,
+                         "cpu_seconds": 36.0, "device": "cpu", "final_loss": 0.5, "unet_parameters": 1,
+                         "vae_parameters": 1, "config": {"batch_size": 8}}}
+    write_model_card(tmp_path, card)
+    figures = {"style_accuracy": 0.4, "concept_top1": 0.1, "concept_top5": 0.2, "frechet": 5.0,
+               "near_copy_share": 0.0}
+    report = {"splits": ["val"], "n_prompts": 3, "generated": {"overall": figures},
+              "real_icons": {"overall": figures}}
+    for _ in range(2):
+        record_evaluation(tmp_path, report, "tiny-s7-d5")
+    curve = read_model_card(tmp_path)["learning_curve"]
+    assert [p.get("model_id") for p in curve] == [None, "tiny-s7-d5"]
+    assert curve[0]["style_accuracy"] == 0.1 and curve[1]["style_accuracy"] == 0.4
+    assert "| 7 + decoder d5 |" in (tmp_path / "MODEL_CARD.md").read_text()
+    # the plain model's own re-evaluation replaces its old point
+    card = read_model_card(tmp_path)
+    card["model_id"] = "tiny-s7"
+    write_model_card(tmp_path, card)
+    record_evaluation(tmp_path, report, "tiny-s7")
+    curve = read_model_card(tmp_path)["learning_curve"]
+    assert [p.get("model_id") for p in curve] == ["tiny-s7", "tiny-s7-d5"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,9 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
         for p in curve:
             other = p.get("dataset_id") not in (None, card["dataset_id"])
             where = f" (dataset `{p['dataset_id'][:8]}…`)" if other else ""
+            decoder = re.search(r"-d(\d+)$", str(p.get("model_id", "")))
+            if decoder:  # the same denoiser with a fine-tuned decoder (`--decoder-only`)
+                where += f" + decoder d{decoder.group(1)}"
             lines.append(f"| {p['steps']}{where} | {p['samples']:,} | {p['cpu_hours']:.2f} | {p['split']} "
                          f"| {p['n']} | {p['style_accuracy']:.3f} | {p['concept_top5']:.3f} "
                          f"| {p['frechet']:.1f} "
@@ -163,9 +167,17 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
              "split": key, "n": report["n_prompts"], "style_accuracy": g["style_accuracy"],
              "concept_top1": g["concept_top1"], "concept_top5": g["concept_top5"], "frechet": g["frechet"],
              "near_copy_share": g["near_copy_share"], "real_style": real["style_accuracy"],
-             "real_top5": real["concept_top5"]}
-    curve = [p for p in card.get("learning_curve", []) if (p["steps"], p["split"]) != (point["steps"], key)]
-    card["learning_curve"] = sorted(curve + [point], key=lambda p: (p["steps"], p["split"]))
+             "real_top5": real["concept_top5"], "model_id": model_id}
+
+    def same(p: dict[str, Any]) -> bool:
+        # One point per model and split. Points recorded before they carried a model id stand
+        # for the plain model of their steps (no fine-tuned decoder, "-d<steps>").
+        pid = p.get("model_id") or re.sub(r"-d\d+$", "", model_id)
+        return (p["steps"], p["split"], pid) == (point["steps"], key, model_id)
+
+    curve = [p for p in card.get("learning_curve", []) if not same(p)]
+    card["learning_curve"] = sorted(curve + [point],
+                                    key=lambda p: (p["steps"], p["split"], p.get("model_id") or ""))
     write_model_card(model_dir, card)
     return point
 
