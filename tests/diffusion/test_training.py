@@ -227,6 +227,11 @@ def test_install_decoder_replaces_the_models_autoencoder_only_when_the_encoder_i
     installed = load_pipeline(model, device="cpu").vae.state_dict()
     assert all(torch.equal(installed[k], v) for k, v in tuned.vae.state_dict().items())
     assert not list(model.glob(".vae-*"))  # no staging left behind
+    # a second round from the first: the id counts the decoder steps of both
+    write_autoencoder_record(tmp_path / "dec", data, 7, 1.0, 31.5, ae_config,
+                             fine_tuned={"from": "dec", "decoder_only": True, "val_psnr_before": 30.5,
+                                         "previous": read_autoencoder_record(tmp_path / "dec")})
+    assert install_decoder(model, tmp_path / "dec") == f"{first_id}-d12"
 
     whole = train_autoencoder(data, data.images, tmp_path / "w.pt", ae_config, progress=False,
                               max_steps=3, init=vae)  # the encoder moved too
@@ -238,4 +243,4 @@ def test_install_decoder_replaces_the_models_autoencoder_only_when_the_encoder_i
     whole.vae.save_pretrained(str(tmp_path / "whole"))
     with pytest.raises(BadInput, match="another encoder"):
         install_decoder(model, tmp_path / "whole")
-    assert read_model_card(model)["model_id"] == f"{first_id}-d5"  # untouched by the refusal
+    assert read_model_card(model)["model_id"] == f"{first_id}-d12"  # untouched by the refusal

@@ -492,13 +492,24 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
     return save_model_dir(out, state.ema, vae, upscaler_dir, card)
 
 
+def decoder_steps(record: dict[str, Any]) -> int:
+    """Steps of decoder-only fine-tuning behind an autoencoder record, over every round (each
+    round's record keeps the one it started from under ``fine_tuned.previous``)."""
+    total = 0
+    while record and (record.get("fine_tuned") or {}).get("decoder_only"):
+        total += int(record["steps"])
+        record = record["fine_tuned"].get("previous") or {}
+    return total
+
+
 def install_decoder(model_dir: Path, vae_dir: Path) -> str:
     """Put the autoencoder in ``vae_dir`` into the model directory ``model_dir`` in place of
     its own, when only its decoder differs (``easel train autoencoder --decoder-only``).
 
     The encoder must be the model's, weight for weight: the denoiser was trained on its
     latents. The card's autoencoder record and PSNR are replaced and the model id gains
-    ``-d<decoder steps>`` (so generation logs tell the two apart); returns the new id.
+    ``-d<decoder steps>`` (all rounds, ``decoder_steps``; so generation logs tell the two
+    apart); returns the new id.
     """
     import re
     import shutil
@@ -530,7 +541,7 @@ def install_decoder(model_dir: Path, vae_dir: Path) -> str:
     card["autoencoder"] = record
     card["training"]["vae_val_psnr"] = record.get("val_psnr")
     base_id = re.sub(r"-d\d+$", "", str(card["model_id"]))
-    card["model_id"] = f"{base_id}-d{record['steps']}"
+    card["model_id"] = f"{base_id}-d{decoder_steps(record)}"
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=".vae-") as tmp:
         staging = Path(tmp) / "vae"
         shutil.copytree(vae_dir, staging)
