@@ -244,3 +244,21 @@ def test_install_decoder_replaces_the_models_autoencoder_only_when_the_encoder_i
     with pytest.raises(BadInput, match="another encoder"):
         install_decoder(model, tmp_path / "whole")
     assert read_model_card(model)["model_id"] == f"{first_id}-d12"  # untouched by the refusal
+
+
+def test_install_into_refuses_another_encoder_before_training(tmp_path: Path) -> None:
+    from easel.diffusion import tiny
+    from tests.conftest import run_cli
+
+    model = tiny.save_tiny_pipeline(tmp_path / "model")
+    (model / "model_card.json").write_text(json.dumps({"model_id": "tiny-s1", "dataset_id": "d" * 64}))
+    other = tiny_vae()
+    with torch.no_grad():
+        other.encoder.conv_in.weight.add_(0.01)
+    other.save_pretrained(str(tmp_path / "other"))
+    out = tmp_path / "out"
+    proc = run_cli("train", "autoencoder", "--init-from", str(tmp_path / "other"), "--decoder-only",
+                   "--install-into", str(model), "--out", str(out), "--minutes", "1",
+                   env={"EASEL_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 2 and "another encoder" in proc.stderr, proc.stderr
+    assert not out.exists() and not (tmp_path / "home" / "easel.db").exists()  # refused first

@@ -102,6 +102,11 @@ def autoencoder(
             init = AutoencoderKL.from_pretrained(str(init_dir))
         except (OSError, ValueError, KeyError) as exc:
             raise BadInput(f"cannot load the autoencoder in {init_dir}: {exc}") from exc
+        if install_into is not None:  # refuse now, not after the training
+            from easel.diffusion.training import check_same_latent_space
+
+            check_same_latent_space(AutoencoderKL.from_pretrained(str(install_into / "vae")), init,
+                                    str(init_dir), str(install_into))
     _threads(threads)
     path = _manifest(manifest)
     consent_check(path)

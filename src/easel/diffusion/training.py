@@ -502,6 +502,27 @@ def decoder_steps(record: dict[str, Any]) -> int:
     return total
 
 
+def check_same_latent_space(current: AutoencoderKL, new: AutoencoderKL, new_name: str,
+                            model_name: str) -> None:
+    """Refuse (``BadInput``) unless ``new`` encodes exactly as ``current``: the same config
+    (scaling factor included) and the same encoder weights."""
+    from easel.errors import BadInput
+
+    def shape(config: Any) -> dict[str, Any]:  # without bookkeeping such as _name_or_path
+        return {k: v for k, v in dict(config).items() if not k.startswith("_")}
+
+    if shape(current.config) != shape(new.config):
+        raise BadInput(f"the autoencoder in {new_name} is not configured like {model_name}'s",
+                       hint="fine-tune the model's own: --init-from MODEL --decoder-only")
+    old_state, new_state = current.state_dict(), new.state_dict()
+    changed = [k for k in old_state if k.startswith(("encoder.", "quant_conv."))
+               and not torch.equal(old_state[k], new_state[k])]
+    if changed:
+        raise BadInput(f"the autoencoder in {new_name} has another encoder ({len(changed)} tensors "
+                       "differ): the model's denoiser was trained on its own encoder's latents",
+                       hint="train with --init-from MODEL --decoder-only")
+
+
 def install_decoder(model_dir: Path, vae_dir: Path) -> str:
     """Put the autoencoder in ``vae_dir`` into the model directory ``model_dir`` in place of
     its own, when only its decoder differs (``easel train autoencoder --decoder-only``).
@@ -520,19 +541,7 @@ def install_decoder(model_dir: Path, vae_dir: Path) -> str:
 
     current = AutoencoderKL.from_pretrained(str(model_dir / "vae"))
     new = AutoencoderKL.from_pretrained(str(vae_dir))
-    def shape(config: Any) -> dict[str, Any]:  # without bookkeeping such as _name_or_path
-        return {k: v for k, v in dict(config).items() if not k.startswith("_")}
-
-    if shape(current.config) != shape(new.config):
-        raise BadInput(f"the autoencoder in {vae_dir} is not configured like {model_dir}'s",
-                       hint="fine-tune the model's own: --init-from MODEL --decoder-only")
-    old_state, new_state = current.state_dict(), new.state_dict()
-    changed = [k for k in old_state if k.startswith(("encoder.", "quant_conv."))
-               and not torch.equal(old_state[k], new_state[k])]
-    if changed:
-        raise BadInput(f"the autoencoder in {vae_dir} has another encoder ({len(changed)} tensors "
-                       "differ): the model's denoiser was trained on its own encoder's latents",
-                       hint="train with --init-from MODEL --decoder-only")
+    check_same_latent_space(current, new, str(vae_dir), str(model_dir))
     record = read_autoencoder_record(vae_dir)
     card = read_model_card(model_dir)
     if record is None or not card:
