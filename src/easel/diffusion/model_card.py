@@ -60,6 +60,15 @@ def schedule_text(config: dict[str, Any]) -> str:
     return text
 
 
+DECODER_SUFFIX = re.compile(r"-d(\d+)$")
+"""The end of a model id whose decoder was fine-tuned (``-d<decoder steps>``; ``install_decoder``)."""
+
+
+def plain_model_id(model_id: str) -> str:
+    """``model_id`` without its decoder suffix: the id of the denoiser's own export."""
+    return DECODER_SUFFIX.sub("", model_id)
+
+
 def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
     """Write ``model_card.json`` and a readable ``MODEL_CARD.md``."""
     (model_dir / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
@@ -129,7 +138,7 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
         for p in curve:
             other = p.get("dataset_id") not in (None, card["dataset_id"])
             where = f" (dataset `{p['dataset_id'][:8]}…`)" if other else ""
-            decoder = re.search(r"-d(\d+)$", str(p.get("model_id", "")))
+            decoder = DECODER_SUFFIX.search(str(p.get("model_id", "")))
             if decoder:  # the same denoiser with a fine-tuned decoder (`--decoder-only`)
                 where += f" + decoder d{decoder.group(1)}"
             lines.append(f"| {p['steps']}{where} | {p['samples']:,} | {p['cpu_hours']:.2f} | {p['split']} "
@@ -172,7 +181,7 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
     def same(p: dict[str, Any]) -> bool:
         # One point per model and split. Points recorded before they carried a model id stand
         # for the plain model of their steps (no fine-tuned decoder, "-d<steps>").
-        pid = p.get("model_id") or re.sub(r"-d\d+$", "", model_id)
+        pid = p.get("model_id") or plain_model_id(model_id)
         return (p["steps"], p["split"], pid) == (point["steps"], key, model_id)
 
     curve = [p for p in card.get("learning_curve", []) if not same(p)]

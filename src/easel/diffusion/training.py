@@ -131,6 +131,9 @@ def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
     bar = tqdm(desc="decoder" if decoder_only else "autoencoder", unit="step", initial=step,
                disable=not progress, total=max_steps)
     last_save = time.monotonic()
+    vae.train()
+    if decoder_only:
+        vae.encoder.eval()
     with stop_on_signal() as flag:
         while seconds < budget and not flag["stop"] and (max_steps is None or step < max_steps):
             t0 = time.monotonic()
@@ -138,20 +141,12 @@ def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
                 lr = config.learning_rate * min(1.0, (step + 1) / 50) * max(0.0, 1.0 - seconds / budget)
                 for group in opt.param_groups:
                     group["lr"] = lr
-            vae.train()
-            if decoder_only:
-                vae.encoder.eval()
             idx = torch.randint(0, data.images.shape[0], (config.batch_size,), generator=gen)
             x = to_unit(data.images[idx]).to(dev)
-            if decoder_only:
-                with torch.no_grad():
-                    post = vae.encode(x).latent_dist
-                rec = vae.decode(post.sample()).sample
-                kl = torch.zeros((), device=dev)
-            else:
+            with torch.set_grad_enabled(not decoder_only):  # a frozen encoder needs no graph
                 post = vae.encode(x).latent_dist
-                rec = vae.decode(post.sample()).sample
-                kl = post.kl().mean()
+            rec = vae.decode(post.sample()).sample
+            kl = torch.zeros((), device=dev) if decoder_only else post.kl().mean()
             grad = (F.l1_loss(rec[..., 1:, :] - rec[..., :-1, :], x[..., 1:, :] - x[..., :-1, :])
                     + F.l1_loss(rec[..., 1:] - rec[..., :-1], x[..., 1:] - x[..., :-1]))
             loss = F.l1_loss(rec, x) + 0.5 * grad + config.kl_weight * kl
@@ -532,11 +527,10 @@ def install_decoder(model_dir: Path, vae_dir: Path) -> str:
     ``-d<decoder steps>`` (all rounds, ``decoder_steps``; so generation logs tell the two
     apart); returns the new id.
     """
-    import re
     import shutil
     import tempfile
 
-    from easel.diffusion.model_card import read_model_card, write_model_card
+    from easel.diffusion.model_card import plain_model_id, read_model_card, write_model_card
     from easel.errors import BadInput
 
     current = AutoencoderKL.from_pretrained(str(model_dir / "vae"))
@@ -549,8 +543,7 @@ def install_decoder(model_dir: Path, vae_dir: Path) -> str:
                        hint="use directories written by `easel train base` and `easel train autoencoder`")
     card["autoencoder"] = record
     card["training"]["vae_val_psnr"] = record.get("val_psnr")
-    base_id = re.sub(r"-d\d+$", "", str(card["model_id"]))
-    card["model_id"] = f"{base_id}-d{decoder_steps(record)}"
+    card["model_id"] = f"{plain_model_id(str(card['model_id']))}-d{decoder_steps(record)}"
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=".vae-") as tmp:
         staging = Path(tmp) / "vae"
         shutil.copytree(vae_dir, staging)

@@ -60,15 +60,15 @@ class AutoencodedIconGenerator(RealIconGenerator):
 
     def __call__(self, prompts: list[str], seeds: list[int]) -> list[Any]:
         import torch
-        from PIL import Image
+
+        from easel.diffusion.data import to_pil, to_unit
 
         real = super().__call__(prompts, seeds)
-        x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in real]))
-        x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = to_unit(torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in real]))
+                    .permute(0, 3, 1, 2))
         with torch.no_grad():
             out = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample
-        pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        return [Image.fromarray(p) for p in pixels]
+        return to_pil(out)
 
 
 class NoiseGenerator:
