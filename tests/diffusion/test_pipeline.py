@@ -57,6 +57,30 @@ def test_guidance_in_an_interval_of_noise_levels(pipe: EaselPipeline) -> None:
     assert middle.parameters["guidance_interval"] == [0.2, 0.85]
 
 
+def test_style_guidance_moves_styled_prompts_only(pipe: EaselPipeline) -> None:
+    """Style guidance adds (full prompt − caption alone): it changes a prompt with a style tag,
+    leaves one without a tag exactly as it was, and is recorded with the image."""
+    def run(prompt: str, scale: float) -> tuple[np.ndarray, dict]:
+        out = pipe(prompt, seeds=[5], num_inference_steps=4, upscale=False, guidance_scale=3.0,
+                   style_guidance_scale=scale)
+        return _arr(out.images[0]), out.parameters
+
+    plain, params = run("fox face, twemoji style", 0.0)
+    styled, styled_params = run("fox face, twemoji style", 4.0)
+    assert not np.array_equal(plain, styled)
+    assert "style_guidance_scale" not in params and styled_params["style_guidance_scale"] == 4.0
+    assert np.array_equal(run("fox face", 0.0)[0], run("fox face", 4.0)[0])
+
+
+def test_split_style_inverts_prompt_for() -> None:
+    from easel.corpus.captions import prompt_for, split_style
+
+    assert split_style(prompt_for("fox face", "twemoji style")) == ("fox face", "twemoji style")
+    assert split_style("red heart, sparkling, noto style") == ("red heart, sparkling", "noto style")
+    for prompt in ("fox face", "fox face, big", ", noto style", "fox face, style", "in the style"):
+        assert split_style(prompt) == (prompt, None)
+
+
 def test_img2img_and_inpaint_keep_what_they_should(pipe: EaselPipeline) -> None:
     init = Image.new("RGB", (64, 64), (200, 30, 30))
     light = pipe("red square", seeds=[5], image=init, strength=0.1, num_inference_steps=10,
@@ -94,6 +118,7 @@ def test_img2img_and_inpaint_keep_what_they_should(pipe: EaselPipeline) -> None:
     ({"seeds": [1, 2]}, "seeds"),
     ({"guidance_interval": (0.8, 0.2)}, "guidance_interval"),
     ({"guidance_interval": (0.0, 1.5)}, "guidance_interval"),
+    ({"style_guidance_scale": -1.0}, "style_guidance_scale"),
 ])
 def test_bad_inputs_are_refused(pipe: EaselPipeline, kwargs: dict, message: str) -> None:
     args = {"prompt": "fox face", "num_inference_steps": 2, "upscale": False, **kwargs}
@@ -143,3 +168,7 @@ def test_every_entry_point_samples_with_one_table_of_defaults() -> None:
     assert inspect.signature(EaselPipeline.__call__).parameters["guidance_scale"].default == guidance
     assert GenerationRequest(prompt="x").guidance == guidance
     assert JobCreate(prompt="x").guidance == guidance and JobCreate(prompt="x").steps == SAMPLING.steps
+    style = SAMPLING.style_guidance_scale
+    assert option_default(eval_cli.model, "style_guidance") == style
+    assert inspect.signature(PipelineGenerator).parameters["style_guidance"].default == style
+    assert inspect.signature(EaselPipeline.__call__).parameters["style_guidance_scale"].default == style

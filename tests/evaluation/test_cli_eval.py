@@ -59,6 +59,8 @@ def test_eval_cli_bad_input_is_one_clear_line(synthetic_manifest: Path, tmp_path
     proc = run_cli("eval", "model", "--reference", "noise", "--manifest", str(synthetic_manifest),
                    "--guidance-interval", "0.5,1", env=env)
     assert proc.returncode == 2 and "no sampler" in proc.stderr
+    proc = run_cli("eval", "model", "--manifest", str(synthetic_manifest), "--style-guidance", "-1", env=env)
+    assert proc.returncode == 2 and "--style-guidance must be between 0" in proc.stderr
 
 
 @pytest.mark.slow

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -40,7 +42,7 @@ def test_judges_beat_chance_on_held_out_real_images(tiny_judges) -> None:  # typ
     assert not set(train) & set(held) and len(train) + len(held) == len(corpus.rows)
 
 
-def test_judges_are_saved_and_reused(tiny_judges, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_judges_are_saved_and_reused(tiny_judges, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
     corpus, first = tiny_judges
     folder = judge_dir(tmp_path, corpus.dataset_id)
     assert first.directory is not None and (first.directory / "style.safetensors").exists()
@@ -49,6 +51,11 @@ def test_judges_are_saved_and_reused(tiny_judges, tmp_path) -> None:  # type: ig
     again = ensure_judges(corpus, tmp_path, train=TINY_TRAIN, progress=False, allow_training=False)
     x = np.stack([to_rgb_array(Image.new("RGB", (40, 40), "red"))])
     assert np.allclose(first.style.predict(x)[0].numpy(), again.style.predict(x)[0].numpy(), atol=1e-5)
+    # loaded without naming their config: kept, with a warning that they are not today's default
+    with caplog.at_level(logging.WARNING, logger="easel.evaluation.judges"):
+        kept = ensure_judges(corpus, tmp_path, progress=False, allow_training=False)
+    assert kept.style.config["train_config"] == asdict(TINY_TRAIN["style"])
+    assert "--retrain" in caplog.text and "style judge" in caplog.text
     # saved under another manifest's id: not reused
     other = judge_dir(tmp_path / "other", "0" * 64)
     shutil.copytree(first.directory, other)

@@ -113,6 +113,9 @@ def model(
         help="Guide only the steps whose noise level (1 = noise, 0 = picture) is in [LO, HI]; "
              "default: every step. Measured, not the default (BENCHMARKS.md, \"guidance limited "
              "to an interval\")."),
+    style_guidance: float = typer.Option(SAMPLING.style_guidance_scale, "--style-guidance",
+                                         help="Extra guidance towards the prompt's style tag "
+                                              "(full prompt minus caption alone; 0 = off)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first prompt (prompt i uses seed + i)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generator call."),
     manifest: Path | None = typer.Option(None, "--manifest", help=_MANIFEST_HELP),
@@ -138,6 +141,9 @@ def model(
     interval = _interval(guidance_interval)
     if interval is not None and reference is not None:
         raise BadInput("--guidance-interval is a sampler setting; a --reference has no sampler")
+    if not 0.0 <= style_guidance <= SAMPLING.max_guidance:
+        raise BadInput(f"--style-guidance must be between 0 and {SAMPLING.max_guidance:g}, "
+                       f"got {style_guidance}")
     model_id, target = None, None
     if record:
         from easel.diffusion.model_card import read_model_card
@@ -160,9 +166,12 @@ def model(
         if model_dir is not None:
             run_settings["model"] = str(model_dir)
     else:
-        generator = PipelineGenerator(model_dir, steps=steps, guidance=guidance, guidance_interval=interval)
+        generator = PipelineGenerator(model_dir, steps=steps, guidance=guidance, guidance_interval=interval,
+                                      style_guidance=style_guidance)
         name = f"model:{model_dir or 'shipped'}"
         run_settings = {"steps": steps, "guidance": guidance, "model": str(model_dir or "shipped")}
+        if style_guidance:
+            run_settings["style_guidance"] = style_guidance
         if interval is not None:
             run_settings["guidance_interval"] = list(interval)
     settings.ensure_home()

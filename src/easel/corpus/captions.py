@@ -65,3 +65,13 @@ def split_for(concept: str, seed: int, val_fraction: float = 0.05,
 def prompt_for(caption: str, style_tag: str | None) -> str:
     """The prompt text used in training and evaluation: "fox face, twemoji style"."""
     return f"{caption}, {style_tag}" if style_tag else caption
+
+
+def split_style(prompt: str) -> tuple[str, str | None]:
+    """The inverse of :func:`prompt_for`: "fox face, twemoji style" → ("fox face", "twemoji
+    style"); a prompt whose last comma-separated part does not end in " style" has no style tag."""
+    head, sep, tail = prompt.rpartition(",")
+    tail = tail.strip()
+    if sep and head.strip() and tail.endswith(" style") and len(tail) > len(" style"):
+        return head.strip(), tail
+    return prompt, None

@@ -19,6 +19,9 @@ class SamplingDefaults:
     steps: int = 20
     guidance_scale: float = 3.0
     """Classifier-free guidance. BENCHMARKS.md ("Guidance") has the sweeps it was chosen by."""
+    style_guidance_scale: float = 0.0
+    """Extra guidance towards the prompt's style tag: the prediction for "caption, style"
+    minus that for the caption alone (0 = off). BENCHMARKS.md ("style guidance")."""
     strength: float = 0.6  # img2img
     max_steps: int = 200
     max_guidance: float = 30.0

@@ -25,6 +25,7 @@ from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteSc
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from easel.corpus.captions import split_style
 from easel.diffusion.data import to_pil
 from easel.diffusion.defaults import SAMPLING, check_guidance_interval
 from easel.diffusion.text_encoder import MAX_PROMPT_CHARS, PromptEmbeddings, get_text_encoder
@@ -130,6 +131,7 @@ class EaselPipeline(DiffusionPipeline):
         upscale: bool = True,
         callback: Callable[[int, int], None] | None = None,
         guidance_interval: tuple[float, float] | None = None,
+        style_guidance_scale: float = SAMPLING.style_guidance_scale,
     ) -> EaselPipelineOutput:
         """Generate images.
 
@@ -143,6 +145,11 @@ class EaselPipeline(DiffusionPipeline):
         noise, 0 = the picture) lies in ``[lo, hi]``; the other steps take the conditional
         prediction alone and skip the unconditional pass (Kynkäänniemi et al. 2024, "Applying
         guidance in a limited interval"). ``None``: every step.
+        ``style_guidance_scale`` ``s``: on guided steps, add ``s`` times the difference between
+        the prediction for the full prompt ("fox face, twemoji style") and for its caption alone
+        ("fox face") — guidance towards the style tag on its own, as in multi-condition guidance
+        (Liu et al. 2022; Brooks et al. 2023). Prompts without a style tag are unaffected.
+        The model learns the caption-alone prediction from style dropout in training.
         """
         # 1. inputs
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -151,16 +158,23 @@ class EaselPipeline(DiffusionPipeline):
                           mask_image, seeds)
         if guidance_interval is not None:
             guidance_interval = check_guidance_interval(guidance_interval)
+        if not 0.0 <= style_guidance_scale <= SAMPLING.max_guidance:
+            raise BadInput(f"style_guidance_scale: must be between 0 and {SAMPLING.max_guidance}, "
+                           f"got {style_guidance_scale}")
         n = len(prompts)
         if seeds is None:
             seeds = [secrets.randbits(31) for _ in range(n)]
 
-        # 2. prompts (+ the empty prompt for guidance)
-        use_cfg = guidance_scale != 1.0
+        # 2. prompts (+ the empty prompt, and the captions alone, for guidance)
+        captions = [split_style(p)[0] for p in prompts]
+        use_style = style_guidance_scale > 0.0 and captions != prompts
+        use_cfg = guidance_scale != 1.0 or use_style
         cond = self.encode_prompts(prompts)
         if use_cfg:
             uncond = self.encode_prompts([""]).index([0] * n)
-            cond = PromptEmbeddings.cat([uncond, cond])
+            parts = [uncond, cond] + ([self.encode_prompts(captions)] if use_style else [])
+            cond = PromptEmbeddings.cat(parts)
+        passes = 3 if use_style else 2  # model evaluations per guided step
 
         # 3. latents
         c, r = self.unet.config.in_channels, self.latent_resolution
@@ -191,13 +205,15 @@ class EaselPipeline(DiffusionPipeline):
             sigma_now = float(sigmas[start + i])
             guided = use_cfg and (guidance_interval is None
                                   or guidance_interval[0] <= sigma_now <= guidance_interval[1])
-            model_in = torch.cat([latents, latents]) if guided else latents
+            model_in = torch.cat([latents] * passes) if guided else latents
             step_cond = cond if guided else only_cond
             v = self.unet(model_in, t.expand(model_in.shape[0]), encoder_hidden_states=step_cond.tokens,
                           encoder_attention_mask=step_cond.mask, class_labels=step_cond.pooled).sample
             if guided:
-                v_uncond, v_cond = v.chunk(2)
+                v_uncond, v_cond, *v_caption = v.chunk(passes)
                 v = v_uncond + guidance_scale * (v_cond - v_uncond)
+                if v_caption:
+                    v = v + style_guidance_scale * (v_cond - v_caption[0])
             latents = self.scheduler.step(v, t, latents).prev_sample
             if latent_mask is not None and init_latents is not None:
                 next_sigma = sigmas[start + i + 1]
@@ -225,6 +241,8 @@ class EaselPipeline(DiffusionPipeline):
                   else "txt2img"}
         if guidance_interval is not None:
             params["guidance_interval"] = [float(x) for x in guidance_interval]
+        if style_guidance_scale:
+            params["style_guidance_scale"] = style_guidance_scale
         if image is not None:
             params["strength"] = strength
         return EaselPipelineOutput(images=images, seeds=list(seeds), upscaled=upscaled,

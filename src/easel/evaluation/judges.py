@@ -360,6 +360,12 @@ def ensure_judges(corpus: EvalCorpus, home: Path, retrain: bool = False,
         if judge is not None and (judge.config.get("dataset_id") != corpus.dataset_id or (
                 kind in wanted and judge.config.get("train_config") != asdict(wanted[kind]))):
             judge = None
+        if judge is not None and kind not in wanted and \
+                judge.config.get("train_config") != asdict(DEFAULT_TRAIN[kind]):
+            # Kept (a home's judges are what its figures were scored by), but said out loud.
+            log.warning("the saved %s judge in %s was trained with %s, not today's default %s; "
+                        "`easel eval classifiers --retrain` rebuilds it", kind, directory,
+                        judge.config.get("train_config"), asdict(DEFAULT_TRAIN[kind]))
         if judge is None:
             if not allow_training:
                 raise EaselError(f"no {kind} judge for dataset {corpus.dataset_id[:16]} in {directory}",

@@ -93,7 +93,8 @@ class PipelineGenerator:
 
     def __init__(self, model_dir: Path | None, steps: int = SAMPLING.steps,
                  guidance: float = SAMPLING.guidance_scale,
-                 guidance_interval: tuple[float, float] | None = None) -> None:
+                 guidance_interval: tuple[float, float] | None = None,
+                 style_guidance: float = SAMPLING.style_guidance_scale) -> None:
         try:
             from easel.diffusion.pipeline import load_pipeline
         except ModuleNotFoundError as exc:
@@ -105,11 +106,12 @@ class PipelineGenerator:
             raise BadInput(f"--steps must be at least 1, got {steps}")
         self.pipe = load_pipeline(model_dir)
         self.steps, self.guidance, self.guidance_interval = steps, guidance, guidance_interval
+        self.style_guidance = style_guidance
 
     def __call__(self, prompts: list[str], seeds: list[int]) -> Sequence[Any]:
         out = self.pipe(prompts, seeds=seeds, num_inference_steps=self.steps,
                         guidance_scale=self.guidance, guidance_interval=self.guidance_interval,
-                        upscale=False)
+                        style_guidance_scale=self.style_guidance, upscale=False)
         return list(out.images)
 
 

@@ -133,14 +133,16 @@ def judge_summary(judges: Judges) -> dict:
     return {
         "style": {"holdout": judges.style.config.get("holdout"), "classes": len(judges.style.classes),
                   "real_top1": sm.get("top1"), "real_top1_via_32px": sm.get("top1_via_32px"),
-                  "chance": sm.get("chance_top1"), "n_heldout": sm.get("n"), "per_set": sm.get("per_set")},
+                  "chance": sm.get("chance_top1"), "n_heldout": sm.get("n"), "per_set": sm.get("per_set"),
+                  "train_config": judges.style.config.get("train_config")},
         "concept": {"holdout": judges.concept.config.get("holdout"),
                     "classes": len(judges.concept.classes),
                     "real_top1": cm.get("top1"), "real_top5": cm.get("top5"),
                     "real_top1_via_32px": cm.get("top1_via_32px"),
                     "real_top5_via_32px": cm.get("top5_via_32px"), "n_heldout": cm.get("n"),
                     "train_concepts": cm.get("train_concepts"),
-                    "val_test_concepts": cm.get("val_test_concepts")},
+                    "val_test_concepts": cm.get("val_test_concepts"),
+                    "train_config": judges.concept.config.get("train_config")},
     }
 
 
