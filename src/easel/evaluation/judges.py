@@ -62,11 +62,13 @@ class JudgeTrainConfig:
 
 
 # Defaults for the 64 px seven-set corpus (1 thread; ~150-300 img/s on the shared 2 cores):
-# style: 10 epochs of the ~17k train-split images, classes balanced (fxemoji and emojione have
-# 4x fewer icons than openmoji); concept: 12 epochs of ~16k images over ~5,900 names.
+# style: 32 epochs of the ~17k train-split images, classes balanced (fxemoji and emojione have
+# 4x fewer icons than openmoji); concept: 32 epochs of ~16k images over ~4,300 names. About
+# 30-40 minutes each. Chosen by accuracy on the held-out real images only (BENCHMARKS.md,
+# "stronger judges"): 10-12 epochs left both judges underfitting their own training images.
 DEFAULT_TRAIN = {
-    "style": JudgeTrainConfig(epochs=10, class_balance=1.0),
-    "concept": JudgeTrainConfig(epochs=12),
+    "style": JudgeTrainConfig(epochs=32, class_balance=1.0),
+    "concept": JudgeTrainConfig(epochs=32),
 }
 
 
