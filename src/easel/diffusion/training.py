@@ -240,7 +240,8 @@ def encode_prompt_sets(data: TrainingSet, cache_dir: Path) -> tuple[PromptEmbedd
 
 def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
                         progress: bool = True) -> EncodedSet:
-    """Encode images to latents and prompts to MiniLM embeddings (both cached in ``cache_dir``)."""
+    """Encode images to latents (each time: about a minute for the corpus on one core) and prompts
+    to MiniLM embeddings (cached in ``cache_dir``)."""
     full, caption_only, caption_index, empty = encode_prompt_sets(data, cache_dir)
     vae.eval()
     latents = []

@@ -1,7 +1,7 @@
 """The judges: small CNNs trained on real corpus images only, which score generated images.
 
 Two judges share one architecture (:class:`IconJudge`): a *style* judge over the corpus's sets
-and a *concept* judge over its concept names. They are trained on the CPU in a few minutes with
+and a *concept* judge over its concept names. They are trained on the CPU (about half an hour each) with
 augmentation (small shifts and scales, slight blur, a 64→32→64 down/up-sample so that images
 generated at 32 px are judged fairly) and measured on real images they never saw (see
 :mod:`easel.evaluation.data` for the hold-outs). Each is saved as safetensors + a JSON config
