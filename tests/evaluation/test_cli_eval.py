@@ -107,7 +107,12 @@ def test_eval_record_writes_the_card_and_its_learning_curve(synthetic_manifest: 
     (point,) = saved["learning_curve"]
     assert point["steps"] == 7 and point["cpu_hours"] == 0.01 and point["n"] == 3
     assert 0.0 <= point["style_accuracy"] <= 1.0 and 0.0 <= point["real_style"] <= 1.0
-    assert "## Learning curve" in (model_dir / "MODEL_CARD.md").read_text()
+    # the point names the judges that scored it, by their own held-out accuracy
+    _, judges = tiny_judges
+    assert point["judge_style"] == judges.style.config["metrics"]["top1"]
+    assert point["judge_top5"] == judges.concept.config["metrics"]["top5"]
+    md = (model_dir / "MODEL_CARD.md").read_text()
+    assert "## Learning curve" in md and f"| {point['judge_style']:.3f} / {point['judge_top5']:.3f} |" in md
 
     proc = run_cli("eval", "model", "--reference", "noise", "--record", env=env)
     assert proc.returncode == 2 and "--record" in proc.stderr
@@ -144,6 +149,7 @@ def test_learning_curve_carries_within_a_run_and_history_across_datasets(tmp_pat
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "## Training history" in text and f"`{'a' * 64}`" in text and "| m-s30 |" in text
     assert "| 30 (dataset `aaaaaaaa…`) |" in text
+    assert text.rstrip().count("| 0.800 / 0.400 | — |") == 1  # a point that names no judges
 
 
 @pytest.mark.slow

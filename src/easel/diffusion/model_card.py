@@ -133,8 +133,8 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
         lines += ["", "## Learning curve", "",
                   "`easel eval model --record` after each export (same prompts and seeds each time):", "",
                   "| steps | samples | CPU-hours | split | prompts | style acc. | concept top-5 | Fréchet "
-                  "| near-copies | real icons: style / top-5 |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| near-copies | real icons: style / top-5 | judges on held-out real: style / top-5 |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in curve:
             other = p.get("dataset_id") not in (None, card["dataset_id"])
             where = f" (dataset `{p['dataset_id'][:8]}…`)" if other else ""
@@ -144,7 +144,8 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
             lines.append(f"| {p['steps']}{where} | {p['samples']:,} | {p['cpu_hours']:.2f} | {p['split']} "
                          f"| {p['n']} | {p['style_accuracy']:.3f} | {p['concept_top5']:.3f} "
                          f"| {p['frechet']:.1f} "
-                         f"| {p['near_copy_share']:.3f} | {p['real_style']:.3f} / {p['real_top5']:.3f} |")
+                         f"| {p['near_copy_share']:.3f} | {p['real_style']:.3f} / {p['real_top5']:.3f} "
+                         f"| {_judges_cell(p)} |")
     if card.get("evaluation"):
         lines += ["", "## Evaluation", "", "```", json.dumps(card["evaluation"], indent=2), "```"]
     lines += ["", "## Limits", "", card.get("limits", ""), ""]
@@ -152,6 +153,13 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
 
 
 EVALUATION_KEYS = ("n_prompts", "settings", "generated", "real_icons", "judges", "memorisation")
+
+
+def _judges_cell(point: dict[str, Any]) -> str:
+    """The judges that scored a curve point, by their own held-out accuracy ("—" for points
+    recorded before points named them: read the real-icons column for those)."""
+    style, top5 = point.get("judge_style"), point.get("judge_top5")
+    return f"{style:.3f} / {top5:.3f}" if style is not None and top5 is not None else "—"
 
 
 def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) -> dict[str, Any]:
@@ -177,6 +185,11 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
              "concept_top1": g["concept_top1"], "concept_top5": g["concept_top5"], "frechet": g["frechet"],
              "near_copy_share": g["near_copy_share"], "real_style": real["style_accuracy"],
              "real_top5": real["concept_top5"], "model_id": model_id}
+    judges = report.get("judges") or {}
+    if judges.get("style", {}).get("real_top1") is not None:
+        point["judge_style"] = judges["style"]["real_top1"]
+    if judges.get("concept", {}).get("real_top5") is not None:
+        point["judge_top5"] = judges["concept"]["real_top5"]
 
     def same(p: dict[str, Any]) -> bool:
         # One point per model and split. Points recorded before they carried a model id stand
