@@ -47,15 +47,16 @@ def main() -> None:
     if args.kind == "style":
         images = corpus.images()
         _, labels = _labels(corpus, "style")
+
+        def accuracy(idx: np.ndarray) -> float:
+            logits, _ = judge.predict(images[idx])
+            return round(float((logits.argmax(1).numpy() == labels[idx]).mean()), 4)
+
         train_idx, _, _ = judge_split(corpus, "style")
-        logits, _ = judge.predict(images[train_idx])
-        hits = logits.argmax(1).numpy() == labels[train_idx]
-        result["own_training_images"] = round(float(hits.mean()), 4)
+        result["own_training_images"] = accuracy(train_idx)
         index = {r["item_id"]: i for i, r in enumerate(corpus.rows)}
         rows = np.asarray([index[r.item_id] for r in select_prompts(corpus, args.split)])
-        logits, _ = judge.predict(images[rows])
-        result[f"prompts_real_icons_{args.split}"] = round(
-            float((logits.argmax(1).numpy() == labels[rows]).mean()), 4)
+        result[f"prompts_real_icons_{args.split}"] = accuracy(rows)
     print(json.dumps(result, indent=2))
 
 
