@@ -262,3 +262,115 @@ def test_install_into_refuses_another_encoder_before_training(tmp_path: Path) ->
                    env={"EASEL_HOME": str(tmp_path / "home")})
     assert proc.returncode == 2 and "another encoder" in proc.stderr, proc.stderr
     assert not out.exists() and not (tmp_path / "home" / "easel.db").exists()  # refused first
+
+
+def _unet_inputs(n: int = 3) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return dict(sample=torch.randn(n, 4, 16, 16, generator=gen),
+                timestep=torch.tensor([20.0, 500.0, 950.0][:n]),
+                encoder_hidden_states=torch.randn(n, 9, 384, generator=gen),
+                class_labels=torch.randn(n, 384, generator=gen))
+
+
+def test_a_deepened_unet_computes_what_it_was_grown_from() -> None:
+    """Growing adds transformer blocks that start as the identity: same outputs, more weights,
+    and the grown model trains (its new blocks get gradients once their outputs move)."""
+    from diffusers import UNet2DConditionModel
+
+    from easel.diffusion.configs import transformer_layers_of, unet_config
+    from easel.diffusion.growth import deepen_unet
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**unet_config(width=32)).eval()
+    inputs = _unet_inputs()
+    with torch.no_grad():
+        before = unet(**inputs).sample
+    for layers in ((1, 1, 2), (1, 3, 2)):
+        grown = deepen_unet(unet, layers).eval()
+        assert transformer_layers_of(grown.config) == layers
+        assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in unet.parameters())
+        with torch.no_grad():
+            assert torch.equal(grown(**inputs).sample, before)
+        # Saved and loaded like any diffusers UNet.
+        again = UNet2DConditionModel.from_config(grown.config)
+        assert transformer_layers_of(again.config) == layers
+    # The original's weights are where they were; the new block is not a copy of them.
+    grown = deepen_unet(unet, (1, 1, 2))
+    old = unet.state_dict()
+    new = {k: v.clone() for k, v in grown.state_dict().items()}
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    added = [k for k in new if k not in old]
+    assert added and all(".transformer_blocks.1." in k for k in added)
+    # A few optimiser steps move the added blocks (they are trainable, not dead).
+    opt = torch.optim.SGD(grown.parameters(), lr=0.1)
+    grown.train()
+    for _ in range(2):
+        loss = grown(**inputs).sample.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = grown.state_dict()
+    assert any(not torch.equal(moved[k], new[k]) for k in added if "attn1.to_q" in k)
+
+
+def test_a_unet_is_grown_not_shrunk() -> None:
+    import pytest
+    from diffusers import UNet2DConditionModel
+
+    from easel.diffusion.configs import unet_config
+    from easel.diffusion.growth import deepen_unet
+
+    unet = UNet2DConditionModel(**unet_config(width=32, transformer_layers=(1, 2, 2)))
+    with pytest.raises(ValueError, match="can only be grown"):
+        deepen_unet(unet, (1, 1, 2))
+    for bad in ((1, 2), (1, 2, 0), (1, 2, 9)):
+        with pytest.raises(ValueError, match="expected 3 counts from 1 to 8"):
+            deepen_unet(unet, bad)
+
+
+def test_training_from_a_model_grows_it_first(tmp_path: Path) -> None:
+    """`train_denoiser(init_from=…)` with more transformer blocks than the model has starts from
+    exactly that model's function, and a resumed run keeps the grown shape."""
+    from diffusers import UNet2DConditionModel
+
+    from easel.diffusion.configs import transformer_layers_of, unet_config
+
+    torch.manual_seed(0)
+    start_dir = tmp_path / "shipped"
+    UNet2DConditionModel(**unet_config(width=32)).save_pretrained(str(start_dir / "unet"))
+    start = UNet2DConditionModel.from_pretrained(str(start_dir / "unet")).eval()
+    enc = encode_training_set(tiny_set(), tiny_vae(), tmp_path, progress=False)
+    config = TrainConfig(unet_width=32, unet_transformer_layers=[1, 1, 2], batch_size=4, warmup_steps=1,
+                         checkpoint_minutes=100)
+    ckpt = tmp_path / "grown.pt"
+    state = train_denoiser(enc, ckpt, config, max_steps=0, progress=False, init_from=start_dir)
+    assert transformer_layers_of(state.ema.config) == (1, 1, 2)
+    inputs = _unet_inputs()
+    with torch.no_grad():
+        assert torch.equal(state.ema.eval()(**inputs).sample, start(**inputs).sample)
+    resumed = train_denoiser(enc, ckpt, config, max_steps=2, progress=False)
+    assert resumed.step == 2 and transformer_layers_of(resumed.unet.config) == (1, 1, 2)
+
+
+def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
+    """`--transformer-layers` is checked before any data is read: a clear message, exit 2 (bad input)."""
+    from tests.conftest import run_cli
+
+    model = tmp_path / "model"
+    (model / "unet").mkdir(parents=True)
+    (model / "unet" / "config.json").write_text(json.dumps(
+        {"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+         "transformer_layers_per_block": [1, 1, 2]}))
+    env = {"EASEL_HOME": str(tmp_path / "home")}
+    cases = [("1,1", "expected 3 counts"), ("1,x,2", "three whole numbers"), ("1,1,0", "from 1 to 8"),
+             ("1,1,1", "grown, not shrunk")]
+    for value, message in cases:
+        proc = run_cli("train", "base", "--init-from", str(model), "--out", str(tmp_path / "out"),
+                       "--steps", "1", "--transformer-layers", value, env=env)
+        assert proc.returncode == 2, (value, proc.stderr)
+        assert message in proc.stderr and "--transformer-layers" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = run_cli("train", "base", "--init-from", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"),
+                   "--steps", "1", env=env)
+    assert proc.returncode == 2 and "not a model directory" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "easel.db").exists()

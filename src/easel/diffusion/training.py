@@ -26,8 +26,15 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, UNet2DCond
 from tqdm import tqdm
 
 from easel import __version__
-from easel.diffusion.configs import AutoencoderTrainConfig, TrainConfig, unet_config, vae_config
+from easel.diffusion.configs import (
+    AutoencoderTrainConfig,
+    TrainConfig,
+    transformer_layers_of,
+    unet_config,
+    vae_config,
+)
 from easel.diffusion.data import TrainingSet, to_unit
+from easel.diffusion.growth import deepen_unet
 from easel.diffusion.pipeline import latent_velocity_loss
 from easel.diffusion.text_encoder import PromptEmbeddings, get_text_encoder
 
@@ -297,11 +304,15 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
     Without a checkpoint, ``init_from`` (a model directory) starts from its UNet weights and
     continues its step, sample and CPU-time counters from its model card, so a run on a new
     machine extends the shipped model's learning curve (the optimizer state starts afresh).
+    When ``config.unet_transformer_layers`` asks for more transformer blocks than that UNet
+    has, it is grown first (:func:`easel.diffusion.growth.deepen_unet`: the added blocks start
+    as the identity, so training starts from exactly the model it was given).
     """
     dev = pick_device(device)
     torch.manual_seed(config.seed)
     unet = UNet2DConditionModel(**unet_config(config.unet_width, config.unet_layers_per_block,
-                                              config.cross_attention)).to(dev)
+                                              config.cross_attention,
+                                              config.unet_transformer_layers)).to(dev)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate,
                             weight_decay=config.weight_decay, betas=(0.9, 0.99))
@@ -323,6 +334,8 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         from easel.diffusion.model_card import read_model_card
 
         start = UNet2DConditionModel.from_pretrained(str(init_from / "unet"))
+        if transformer_layers_of(start.config) != transformer_layers_of(unet.config):
+            start = deepen_unet(start, transformer_layers_of(unet.config))  # the same function, deeper
         unet.load_state_dict(start.state_dict())
         ema.load_state_dict(start.state_dict())
         trained = read_model_card(init_from).get("training", {})

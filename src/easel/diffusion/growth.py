@@ -1,0 +1,67 @@
+"""Growing a trained denoiser deeper without changing what it computes (Net2Net's "deeper").
+
+A CPU-trained model cannot be retrained from scratch at every size: a run that does not beat
+the shipped weights within one session is lost with its machine. So capacity is added to the
+shipped weights instead: new transformer blocks are inserted after the existing ones with
+their three residual branches (self-attention, cross-attention, feed-forward) ending in
+zero-initialised projections, so each new block is the identity and the grown UNet's output
+equals the original's exactly. Training then moves the new blocks away from zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention import BasicTransformerBlock
+
+from easel.diffusion.configs import check_transformer_layers, transformer_layers_of
+
+
+def _zero_branch_outputs(block: BasicTransformerBlock) -> None:
+    """Make a transformer block the identity: zero the last linear layer of each residual branch."""
+    ff_out = [m for m in block.ff.net if isinstance(m, torch.nn.Linear)][-1]
+    outs: list[Any] = [block.attn1.to_out[0], ff_out]
+    if block.attn2 is not None:
+        outs.append(block.attn2.to_out[0])
+    with torch.no_grad():
+        for linear in outs:
+            linear.weight.zero_()
+            if linear.bias is not None:
+                linear.bias.zero_()
+
+
+def deepen_unet(unet: UNet2DConditionModel, layers: tuple[int, ...] | list[int]) -> UNet2DConditionModel:
+    """A copy of ``unet`` with ``layers`` transformer blocks per attention block at each of its
+    resolution levels (the embedded model's: 16×16, 8×8, 4×4), computing exactly what ``unet``
+    computes.
+
+    The existing blocks keep their weights and order; each added block follows them as an
+    identity (zero-initialised branch outputs). Raises ``ValueError`` if ``layers`` would
+    remove blocks.
+    """
+    current = transformer_layers_of(unet.config)
+    target = check_transformer_layers(layers, levels=len(current))
+    if any(n < c for n, c in zip(target, current, strict=True)):
+        raise ValueError(f"transformer_layers: {list(target)} has fewer blocks than the model's "
+                         f"{list(current)}; a model can only be grown")
+    config = dict(unet.config)
+    config["transformer_layers_per_block"] = 1 if all(n == 1 for n in target) else list(target)
+    grown: UNet2DConditionModel = UNet2DConditionModel.from_config(config)
+    missing, unexpected = grown.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"cannot grow this UNet: {len(unexpected)} of its weights have no place "
+                         f"in the grown one (e.g. {unexpected[0]})")
+    new_blocks = {name for name, module in grown.named_modules()
+                  if isinstance(module, BasicTransformerBlock)
+                  and any(key.startswith(name + ".") for key in missing)}
+    stray = [k for k in missing if not any(k.startswith(b + ".") for b in new_blocks)]
+    if stray:
+        raise ValueError(f"cannot grow this UNet: {stray[0]} is new but not in a new transformer block")
+    modules = dict(grown.named_modules())
+    for name in new_blocks:
+        block = modules[name]
+        assert isinstance(block, BasicTransformerBlock)
+        _zero_branch_outputs(block)
+    return grown.to(unet.device)
