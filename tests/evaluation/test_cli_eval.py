@@ -26,7 +26,8 @@ def test_eval_cli_shows_judges_then_scores_references(synthetic_manifest: Path, 
     m = str(synthetic_manifest)
     proc = run_cli("eval", "classifiers", "--manifest", m, "--json", str(tmp_path / "judges.json"), env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "style judge: 3 classes" in proc.stdout and "(loaded)" in proc.stdout
+    assert "style judge: 3 classes" in proc.stdout
+    assert f"(loaded from {judge_dir(tmp_path / 'home', tiny_judges[0].dataset_id)})" in proc.stdout
     assert "held out:" in proc.stdout
     assert json.loads((tmp_path / "judges.json").read_text())["concept"]["metrics"]["n"] == 24
 

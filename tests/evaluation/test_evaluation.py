@@ -63,6 +63,47 @@ def test_judges_are_saved_and_reused(tiny_judges, tmp_path, caplog) -> None:  # 
         ensure_judges(corpus, tmp_path / "other", progress=False, allow_training=False)
 
 
+def test_shipped_judges_serve_a_home_without_its_own(tiny_judges, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    corpus, first = tiny_judges
+    shipped = tmp_path / "shipped"
+    shutil.copytree(first.directory, shipped)
+    home = tmp_path / "home"
+    with caplog.at_level(logging.INFO, logger="easel.evaluation.judges"):
+        judges = ensure_judges(corpus, home, train=TINY_TRAIN, progress=False, allow_training=False,
+                               shipped_dir=shipped)
+    assert judges.style.source == shipped and judges.concept.source == shipped
+    assert "shipped" in caplog.text
+    assert not judge_dir(home, corpus.dataset_id).exists()  # nothing trained, nothing copied
+    # A home's own judges for the dataset win over the shipped ones.
+    own = judge_dir(home, corpus.dataset_id)
+    shutil.copytree(first.directory, own)
+    mine = ensure_judges(corpus, home, train=TINY_TRAIN, progress=False, allow_training=False,
+                         shipped_dir=shipped)
+    assert mine.style.source == own and mine.concept.source == own
+    # Shipped judges of another dataset are not used for this one.
+    shutil.rmtree(own)
+    for kind in ("style", "concept"):
+        config = json.loads((shipped / f"{kind}.json").read_text())
+        (shipped / f"{kind}.json").write_text(json.dumps({**config, "dataset_id": "0" * 64}))
+    with pytest.raises(EaselError, match="eval classifiers"):
+        ensure_judges(corpus, home, progress=False, allow_training=False, shipped_dir=shipped)
+
+
+def test_the_package_ships_judges_for_the_pinned_emoji_build() -> None:
+    """The shipped judges load, are the 64 px seven-set build's, and carry their held-out scores."""
+    from easel.evaluation.judges import DEFAULT_TRAIN, SHIPPED_JUDGES_DIR, load_judge
+
+    for kind in ("style", "concept"):
+        judge = load_judge(SHIPPED_JUDGES_DIR, kind)
+        assert judge is not None, kind
+        assert judge.config["dataset_id"].startswith("6d1af0f0")  # BENCHMARKS.md, "Corpus build"
+        assert judge.config["train_config"] == asdict(DEFAULT_TRAIN[kind])
+        assert judge.config["metrics"]["n"] > 1000
+        logits, feats = judge.predict(np.full((2, 64, 64, 3), 255, dtype=np.uint8))
+        assert logits.shape == (2, len(judge.classes)) and feats.shape == (2, judge.model.feature_dim)
+    assert len(load_judge(SHIPPED_JUDGES_DIR, "style").classes) == 7  # type: ignore[union-attr]
+
+
 def test_prompt_selection_is_deterministic_and_honest(tiny_judges) -> None:  # type: ignore[no-untyped-def]
     corpus, _ = tiny_judges
     rows = select_prompts(corpus, "val", n=140)

@@ -64,21 +64,19 @@ def classifiers(
 
     Prints each judge's accuracy on held-out real images and how they were held out.
     """
-    from easel.evaluation.judges import ensure_judges, judge_dir
+    from easel.evaluation.judges import ensure_judges
 
     corpus, settings = _corpus(manifest)
     settings.ensure_home()
-    before = {k: (judge_dir(settings.home, corpus.dataset_id) / f"{k}.json").exists() and not retrain
-              for k in ("style", "concept")}
     judges = ensure_judges(corpus, settings.home, retrain=retrain)
     typer.echo(f"corpus {corpus.manifest_path} (dataset {corpus.dataset_id[:16]}, {len(corpus.rows)} icons)")
-    typer.echo(f"judges saved in {judge_dir(settings.home, corpus.dataset_id)}")
     for judge in (judges.style, judges.concept):
         c, m = judge.config, judge.config["metrics"]
+        where = (f"loaded from {judge.source}" if judge.source is not None
+                 else f"trained now, saved in {judges.directory}")
         typer.echo(f"\n{judge.kind} judge: {len(judge.classes)} classes, {c['n_train']} training images, "
                    f"{c['n_heldout']} held out, trained in {c['train_seconds']} s "
-                   f"({c['train_config']['epochs']} epochs) "
-                   f"({'loaded' if before[judge.kind] else 'trained now'})")
+                   f"({c['train_config']['epochs']} epochs) ({where})")
         typer.echo(f"  held out: {c['holdout']}")
         typer.echo(f"  top-1 {m['top1']:.3f}  top-5 {m['top5']:.3f}   via 32 px: top-1 "
                    f"{m['top1_via_32px']:.3f}  top-5 {m['top5_via_32px']:.3f}   (chance top-1 "

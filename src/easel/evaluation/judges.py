@@ -30,6 +30,11 @@ from easel.evaluation.data import JUDGE_SIZE, EvalCorpus, concept_holdout
 log = logging.getLogger(__name__)
 
 JUDGE_KINDS = ("style", "concept")
+# Judges trained by `easel eval classifiers` on the plain 64 px build of the seven pinned emoji
+# sets (a dataset id every machine rebuilds to the byte), shipped so that a new machine scores
+# models without an hour of judge training and every session's figures come from the same
+# judges. A home's own judges for the same dataset win over them.
+SHIPPED_JUDGES_DIR = Path(__file__).resolve().parent.parent / "models" / "judges"
 # Number of CPU threads the judges use (the machine's two cores are shared; see STYLE/DESIGN).
 JUDGE_THREADS = 1
 
@@ -159,6 +164,7 @@ class Judge:
     model: IconJudge
     classes: list[str]
     config: dict = field(default_factory=dict)
+    source: Path | None = None  # the directory it was loaded from (None: trained in this process)
 
     @torch.no_grad()
     def predict(self, images: np.ndarray, batch_size: int = 256,
@@ -345,28 +351,35 @@ def load_judge(directory: Path, kind: str) -> Judge | None:
     config = json.loads(cfg_path.read_text())
     model = IconJudge(len(config["classes"]), config["width"])
     model.load_state_dict(load_file(str(weights)))
-    return Judge(kind, model.eval(), list(config["classes"]), config)
+    return Judge(kind, model.eval(), list(config["classes"]), config, source=directory)
 
 
 def ensure_judges(corpus: EvalCorpus, home: Path, retrain: bool = False,
                   train: dict[str, JudgeTrainConfig] | None = None, progress: bool = True,
-                  allow_training: bool = True) -> Judges:
-    """The corpus's judges: loaded from ``EASEL_HOME/eval/`` when built from the same manifest
-    (dataset id) — and, for kinds named in ``train``, with that training config — otherwise
-    trained now (``train`` or the defaults) and saved."""
+                  allow_training: bool = True, shipped_dir: Path = SHIPPED_JUDGES_DIR) -> Judges:
+    """The corpus's judges: loaded from ``EASEL_HOME/eval/``, else from the judges shipped in
+    the package (``SHIPPED_JUDGES_DIR``), when built from the same manifest (dataset id) — and,
+    for kinds named in ``train``, with that training config — otherwise trained now (``train``
+    or the defaults) and saved under ``EASEL_HOME/eval/``. ``retrain`` ignores both."""
     directory = judge_dir(home, corpus.dataset_id)
     wanted = train or {}
     found: dict[str, Judge] = {}
     for kind in JUDGE_KINDS:
-        judge = None if retrain else load_judge(directory, kind)
-        if judge is not None and (judge.config.get("dataset_id") != corpus.dataset_id or (
-                kind in wanted and judge.config.get("train_config") != asdict(wanted[kind]))):
-            judge = None
+        judge = None
+        for place in () if retrain else (directory, shipped_dir):
+            candidate = load_judge(place, kind)
+            if candidate is not None and candidate.config.get("dataset_id") == corpus.dataset_id and (
+                    kind not in wanted or candidate.config.get("train_config") == asdict(wanted[kind])):
+                judge = candidate
+                break
+        if judge is not None and judge.source == shipped_dir:
+            log.info("using the %s judge shipped in %s (dataset %s)", kind, shipped_dir,
+                     corpus.dataset_id[:16])
         if judge is not None and kind not in wanted and \
                 judge.config.get("train_config") != asdict(DEFAULT_TRAIN[kind]):
             # Kept (a home's judges are what its figures were scored by), but said out loud.
             log.warning("the saved %s judge in %s was trained with %s, not today's default %s; "
-                        "`easel eval classifiers --retrain` rebuilds it", kind, directory,
+                        "`easel eval classifiers --retrain` rebuilds it", kind, judge.source,
                         judge.config.get("train_config"), asdict(DEFAULT_TRAIN[kind]))
         if judge is None:
             if not allow_training:
