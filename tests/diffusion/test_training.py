@@ -232,6 +232,10 @@ def test_install_decoder_replaces_the_models_autoencoder_only_when_the_encoder_i
                              fine_tuned={"from": "dec", "decoder_only": True, "val_psnr_before": 30.5,
                                          "previous": read_autoencoder_record(tmp_path / "dec")})
     assert install_decoder(model, tmp_path / "dec") == f"{first_id}-d12"
+    # Training on from that model keeps the decoder in the id (its export carries the record).
+    export_base_model(tmp_path / "again", state, vae, data, config,
+                      autoencoder=read_autoencoder_record(model / "vae"))
+    assert read_model_card(tmp_path / "again")["model_id"] == f"{first_id}-d12"
 
     whole = train_autoencoder(data, data.images, tmp_path / "w.pt", ae_config, progress=False,
                               max_steps=3, init=vae)  # the encoder moved too

@@ -467,8 +467,11 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
         vae_val_psnr = autoencoder.get("val_psnr")
     if upscaler_dir is None and (SHIPPED_MODEL_DIR / "upscaler" / "config.json").exists():
         upscaler_dir = SHIPPED_MODEL_DIR / "upscaler"
+    model_id = f"easel-embedded-{__version__}-s{state.step}"
+    if autoencoder and decoder_steps(autoencoder):  # e.g. trained on from a model whose decoder
+        model_id += f"-d{decoder_steps(autoencoder)}"  # was fine-tuned: ids name the decoder too
     card: dict[str, Any] = {
-        "model_id": f"easel-embedded-{__version__}-s{state.step}",
+        "model_id": model_id,
         "summary": "Easel's embedded text-to-image model: trained only on consented, openly "
                    "licensed emoji sets, small enough to run on a laptop CPU.",
         "easel_version": __version__,
