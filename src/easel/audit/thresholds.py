@@ -28,9 +28,9 @@ of val icons reach it (``benchmarks/guard_rate.py``)."""
 NEAR_COPY_THRESHOLD = 0.945
 """Copy score at or above which an image is a *near-copy*: 5 % of unseen val drawings reach it
 (0.9446); 99 % of blurred and all JPEG copies reach it, 66 % of recoloured ones. The generator's
-output guard refuses from here: 7 of 140 pictures of the shipped s23674-d4429 model reach it
-(5.0 %, as many as of unseen real drawings; highest 0.978; with its old decoder 5 of 140, highest
-0.982) — closer to a registered icon than 95 % of real drawings are."""
+output guard refuses from here: 7 of 140 pictures of the s23674-d4429 model (shipped in sessions
+8–10) reach it (5.0 %, as many as of unseen real drawings; highest 0.978; with its old decoder 5 of
+140, highest 0.982) — closer to a registered icon than 95 % of real drawings are."""
 REGISTRY_COPY_THRESHOLD = 0.88
 """Copy score with *another owner's* work at or above which the registry refuses an upload
 (``benchmarks/audit_refusals.py --split val``: every val icon uploaded by its own artist against
