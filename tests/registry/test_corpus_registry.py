@@ -26,6 +26,8 @@ def test_import_build_withdraw_affected(db_url: str, easel_home: Path,
     lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line[:1].isalpha()}
     assert lines["alpha"][1:3] == ["registered", "6"] and lines["beta"][-1] == "6"
     assert (easel_home / "keys" / "artists" / "alpha.key").exists()
+    # Each set's progress, on stderr (a full import takes minutes).
+    assert "import alpha" in proc.stderr and "6/6" in proc.stderr
 
     build = run_cli("corpus", "build", "--size", "32", "--purpose", "train_base", check=True)
     assert "recorded in the registry" in build.stdout

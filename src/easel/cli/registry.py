@@ -326,6 +326,8 @@ def import_corpus_cmd(
     workers: int = typer.Option(0, help="Processes that render and hash icons; 0: one per core."),
 ) -> None:
     """Register the fetched emoji sets as artists and their icons as works, consent from licences."""
+    from tqdm import tqdm
+
     from easel.corpus.sources import fetched_sets, resolve_sets
     from easel.errors import NotFound
     from easel.registry.importer import import_corpus
@@ -337,8 +339,24 @@ def import_corpus_cmd(
     if not available:
         raise NotFound("no emoji sets are fetched", hint="run `easel corpus fetch` first")
     chosen = resolve_sets(sets, available) if sets else list(available.values())
-    result = import_corpus(registry_url(), settings.sources_dir, chosen, settings.keys_dir,
-                           workers=workers or max(1, min(os.cpu_count() or 1, 8)))
+    bars: dict[str, tqdm] = {}
+
+    def progress(set_id: str, done: int, total: int) -> None:
+        # One bar per set, on stderr: a full import renders and checks ~19,000 icons (minutes).
+        bar = bars.get(set_id)
+        if bar is None:
+            bar = bars[set_id] = tqdm(total=total, desc=f"import {set_id}", unit="icon")
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    try:
+        result = import_corpus(registry_url(), settings.sources_dir, chosen, settings.keys_dir,
+                               progress=progress,
+                               workers=workers or max(1, min(os.cpu_count() or 1, 8)))
+    finally:
+        for bar in bars.values():
+            bar.close()
     for icon_set in chosen:
         refused = sum(1 for item in result.refused if item.startswith(icon_set.set_id + ":"))
         typer.echo(f"{icon_set.set_id:20s} registered {result.registered.get(icon_set.set_id, 0):6d}"
