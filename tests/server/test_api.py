@@ -79,6 +79,7 @@ def test_bad_generation_requests_are_clear_4xx(client) -> None:
     cases = [
         ({"prompt": ""}, 400, "prompt"),
         ({"prompt": "fox", "steps": 0}, 422, "steps"),
+        ({"prompt": "fox", "guidance": 31}, 422, "guidance"),
         ({"prompt": "fox", "style": "van-gogh"}, 400, "unknown style"),
         ({"prompt": "fox", "init_image": "%%%notbase64"}, 400, "base64"),
         ({"prompt": "fox", "init_image": "aGVsbG8="}, 400, "init_image"),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from easel.diffusion.defaults import SAMPLING
+from easel.diffusion.defaults import SAMPLING, check_guidance
 from easel.errors import BadInput
 
 if TYPE_CHECKING:
@@ -139,9 +139,7 @@ def model(
     interval = _interval(guidance_interval)
     if interval is not None and reference is not None:
         raise BadInput("--guidance-interval is a sampler setting; a --reference has no sampler")
-    if not 0.0 <= style_guidance <= SAMPLING.max_guidance:
-        raise BadInput(f"--style-guidance must be between 0 and {SAMPLING.max_guidance:g}, "
-                       f"got {style_guidance}")
+    check_guidance(style_guidance, "--style-guidance")
     model_id, target = None, None
     if record:
         from easel.diffusion.model_card import read_model_card

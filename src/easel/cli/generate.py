@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from easel.config import get_settings
-from easel.diffusion.defaults import SAMPLING
+from easel.diffusion.defaults import SAMPLING, check_guidance
 
 
 def _open_image(path: Path | None, what: str) -> Image.Image | None:
@@ -96,8 +96,7 @@ def generate(
 
     if len(prompt) > MAX_PROMPT_CHARS:
         raise BadInput(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}")
-    if not 0.0 <= guidance <= SAMPLING.max_guidance:
-        raise BadInput(f"--guidance must be between 0 and {SAMPLING.max_guidance:g}, got {guidance}")
+    check_guidance(guidance, "--guidance")
     if init_image is not None and not 0.0 < strength <= 1.0:
         raise BadInput(f"--strength must be in (0, 1], got {strength}")
     personal = None

@@ -30,6 +30,15 @@ class SamplingDefaults:
 SAMPLING = SamplingDefaults()
 
 
+def check_guidance(scale: float, name: str = "guidance_scale") -> float:
+    """``scale`` as a float if ``0 ≤ scale ≤ max_guidance``, else a ``BadInput`` naming ``name``
+    (the pipeline's argument, the API field or the CLI option that gave it)."""
+    value = float(scale)
+    if not 0.0 <= value <= SAMPLING.max_guidance:
+        raise BadInput(f"{name} must be between 0 and {SAMPLING.max_guidance:g}, got {scale}")
+    return value
+
+
 def check_guidance_interval(interval: tuple[float, float],
                             name: str = "guidance_interval") -> tuple[float, float]:
     """``(lo, hi)`` as floats if ``0 ≤ lo < hi ≤ 1`` (noise levels, 1 = pure noise), else a

@@ -27,7 +27,7 @@ from PIL import Image
 
 from easel.corpus.captions import split_style
 from easel.diffusion.data import to_pil
-from easel.diffusion.defaults import SAMPLING, check_guidance_interval
+from easel.diffusion.defaults import SAMPLING, check_guidance, check_guidance_interval
 from easel.diffusion.text_encoder import MAX_PROMPT_CHARS, PromptEmbeddings, get_text_encoder
 from easel.errors import BadInput, NotFound
 
@@ -88,9 +88,7 @@ class EaselPipeline(DiffusionPipeline):
         if not 1 <= steps <= SAMPLING.max_steps:
             raise BadInput(f"num_inference_steps: must be between 1 and {SAMPLING.max_steps}, "
                            f"got {steps}")
-        if not 0.0 <= guidance_scale <= SAMPLING.max_guidance:
-            raise BadInput(f"guidance_scale: must be between 0 and {SAMPLING.max_guidance}, "
-                           f"got {guidance_scale}")
+        check_guidance(guidance_scale, "guidance_scale")
         if image is not None and not 0.0 < strength <= 1.0:
             raise BadInput(f"strength: must be in (0, 1], got {strength}")
         if mask_image is not None:
@@ -158,9 +156,7 @@ class EaselPipeline(DiffusionPipeline):
                           mask_image, seeds)
         if guidance_interval is not None:
             guidance_interval = check_guidance_interval(guidance_interval)
-        if not 0.0 <= style_guidance_scale <= SAMPLING.max_guidance:
-            raise BadInput(f"style_guidance_scale: must be between 0 and {SAMPLING.max_guidance}, "
-                           f"got {style_guidance_scale}")
+        check_guidance(style_guidance_scale, "style_guidance_scale")
         n = len(prompts)
         if seeds is None:
             seeds = [secrets.randbits(31) for _ in range(n)]

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from easel.config import Settings
-from easel.diffusion.defaults import SAMPLING
+from easel.diffusion.defaults import SAMPLING, check_guidance
 from easel.errors import BadInput, EaselError
 from easel.server.models import TERMINAL_STATES, Job, User
 
@@ -185,8 +185,7 @@ def check_request(req: GenerationRequest, user_name: str | None = None, url: str
         raise BadInput(f"n: must be between 1 and {MAX_IMAGES_PER_JOB}, got {req.n}")
     if not 1 <= req.steps <= MAX_STEPS:
         raise BadInput(f"steps: must be between 1 and {MAX_STEPS}, got {req.steps}")
-    if not 0.0 <= req.guidance <= SAMPLING.max_guidance:
-        raise BadInput(f"guidance: must be between 0 and {SAMPLING.max_guidance:g}, got {req.guidance}")
+    check_guidance(req.guidance, "guidance")
     if req.seed is not None and not 0 <= req.seed < 2**31:
         raise BadInput(f"seed: must be between 0 and 2^31-1, got {req.seed}")
     if req.init_image is not None and not 0.0 < req.strength <= 1.0:
