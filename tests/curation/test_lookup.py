@@ -64,5 +64,16 @@ def test_lookup_finds_trained_works_and_not_opted_out_ones(curation_home: Path) 
     assert answer["found"] and {m["row"]["item_id"] for m in answer["matches"]} >= {
         f"beta:beta-{i}" for i in range(6)
     }
+    # A model folder from another machine: its card names the dataset id and a manifest path that
+    # is not here (as the shipped model's does); this registry's build of that dataset answers.
+    folder = curation_home / "elsewhere-model"
+    folder.mkdir()
+    folder.joinpath("model_card.json").write_text(json.dumps({
+        "model_id": "easel-embedded-elsewhere", "dataset_id": result.dataset_id,
+        "manifest": "/nowhere/home/corpus/64px/manifest.parquet"}))
+    edited = _edited(images / "alpha" / "shape-07.png")
+    other = run_cli("dataset", "lookup", str(edited), "--model", str(folder), check=True)
+    assert "easel-embedded-elsewhere" in other.stdout and "YES" in other.stdout, other.stdout
+    assert "is gone" not in other.stdout
     neither = run_cli("dataset", "lookup")
     assert neither.returncode != 0 and "give an IMAGE or --artist" in neither.stderr

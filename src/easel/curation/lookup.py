@@ -100,10 +100,13 @@ def known_models(session: Any, model: str | None = None) -> list[KnownModel]:
     if card_path.exists():
         card = json.loads(card_path.read_text())
         dataset_id = card.get("dataset_id", "")
+        # A card records the manifest path of the machine that trained the model (the shipped
+        # model's names the build machine's): where that is not here, this registry's build of
+        # the same dataset id stands in for it.
         manifest = card.get("manifest", "")
-        if not manifest:
+        if not manifest or not _manifest_file(manifest).exists():
             dataset = session.get(Dataset, dataset_id)
-            manifest = dataset.manifest_path if dataset is not None else ""
+            manifest = dataset.manifest_path if dataset is not None else manifest
         return [KnownModel(card.get("model_id", Path(model).name), dataset_id, "card", manifest)]
     raise NotFound(
         f"no model {model!r} is known", hint="see the models `easel dataset lookup` lists without --model"
