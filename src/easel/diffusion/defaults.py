@@ -17,7 +17,7 @@ class SamplingDefaults:
     """Sampler settings for the embedded model and for loaded Stable Diffusion checkpoints."""
 
     steps: int = 20
-    guidance_scale: float = 3.0
+    guidance_scale: float = 6.0
     """Classifier-free guidance. BENCHMARKS.md ("Guidance") has the sweeps it was chosen by."""
     style_guidance_scale: float = 0.0
     """Extra guidance towards the prompt's style tag: the prediction for "caption, style"
