@@ -225,3 +225,36 @@ def test_a_fine_tuned_decoder_gets_its_own_learning_curve_point(tmp_path: Path) 
     record_evaluation(tmp_path, report, "tiny-s7")
     curve = read_model_card(tmp_path)["learning_curve"]
     assert [p.get("model_id") for p in curve] == ["tiny-s7", "tiny-s7-d5"]
+
+
+def test_a_point_at_another_guidance_stands_beside_the_old_one(tmp_path: Path) -> None:
+    """Guidance changes the figures, so the same model scored at a new guidance gets a second
+    point; points without a guidance were measured at the old default 3.0 and say so."""
+    from easel.diffusion.model_card import read_model_card, record_evaluation, write_model_card
+
+    old_point = {"steps": 7, "samples": 56, "cpu_hours": 0.01, "split": "val", "n": 3,
+                 "style_accuracy": 0.1, "concept_top1": 0.0, "concept_top5": 0.0, "frechet": 9.0,
+                 "near_copy_share": 0.0, "real_style": 0.9, "real_top5": 0.5, "model_id": "tiny-s7"}
+    card = {"model_id": "tiny-s7", "dataset_id": "d" * 64, "sources": [], "easel_version": "test",
+            "learning_curve": [old_point],
+            "training": {"items": 3, "held_out_sets": [], "steps": 7, "samples": 56, "seconds": 1.0,
+                         "cpu_seconds": 36.0, "device": "cpu", "final_loss": 0.5, "unet_parameters": 1,
+                         "vae_parameters": 1, "config": {"batch_size": 8}}}
+    write_model_card(tmp_path, card)
+    figures = {"style_accuracy": 0.4, "concept_top1": 0.1, "concept_top5": 0.2, "frechet": 5.0,
+               "near_copy_share": 0.0}
+
+    def report(guidance: float) -> dict:  # type: ignore[type-arg]
+        return {"splits": ["val"], "n_prompts": 3, "settings": {"steps": 20, "guidance": guidance},
+                "generated": {"overall": figures}, "real_icons": {"overall": figures}}
+
+    for _ in range(2):  # a re-run at the same guidance replaces its point
+        record_evaluation(tmp_path, report(6.0), "tiny-s7")
+    curve = read_model_card(tmp_path)["learning_curve"]
+    assert [(p.get("guidance"), p["style_accuracy"]) for p in curve] == [(None, 0.1), (6.0, 0.4)]
+    rows = [line for line in (tmp_path / "MODEL_CARD.md").read_text().splitlines()
+            if line.startswith("| 7 |")]
+    assert [row.split(" | ")[5] for row in rows] == ["3", "6"]
+    record_evaluation(tmp_path, report(3.0), "tiny-s7")  # the old default's point is replaced
+    curve = read_model_card(tmp_path)["learning_curve"]
+    assert [(p.get("guidance"), p["style_accuracy"]) for p in curve] == [(3.0, 0.4), (6.0, 0.4)]

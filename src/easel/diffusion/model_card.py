@@ -134,10 +134,12 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
     curve = card.get("learning_curve") or []
     if curve:
         lines += ["", "## Learning curve", "",
-                  "`easel eval model --record` after each export (same prompts and seeds each time):", "",
-                  "| steps | samples | CPU-hours | split | prompts | style acc. | concept top-5 | Fréchet "
-                  "| near-copies | real icons: style / top-5 | judges on held-out real: style / top-5 |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "`easel eval model --record` after each export (same prompts and seeds each time; "
+                  "the guidance scale changes the figures, so compare points of one guidance):", "",
+                  "| steps | samples | CPU-hours | split | prompts | guidance | style acc. "
+                  "| concept top-5 | Fréchet | near-copies | real icons: style / top-5 "
+                  "| judges on held-out real: style / top-5 |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in curve:
             other = p.get("dataset_id") not in (None, card["dataset_id"])
             where = f" (dataset `{p['dataset_id'][:8]}…`)" if other else ""
@@ -145,7 +147,8 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
             if decoder:  # the same denoiser with a fine-tuned decoder (`--decoder-only`)
                 where += f" + decoder d{decoder.group(1)}"
             lines.append(f"| {p['steps']}{where} | {p['samples']:,} | {p['cpu_hours']:.2f} | {p['split']} "
-                         f"| {p['n']} | {p['style_accuracy']:.3f} | {p['concept_top5']:.3f} "
+                         f"| {p['n']} | {_curve_guidance(p):g} | {p['style_accuracy']:.3f} "
+                         f"| {p['concept_top5']:.3f} "
                          f"| {p['frechet']:.1f} "
                          f"| {p['near_copy_share']:.3f} | {p['real_style']:.3f} / {p['real_top5']:.3f} "
                          f"| {_judges_cell(p)} |")
@@ -153,6 +156,16 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
         lines += ["", "## Evaluation", "", "```", json.dumps(card["evaluation"], indent=2), "```"]
     lines += ["", "## Limits", "", card.get("limits", ""), ""]
     (model_dir / CARD_MD).write_text("\n".join(lines))
+
+
+LEGACY_CURVE_GUIDANCE = 3.0
+"""The guidance of curve points recorded before points carried it: the sampling default was 3.0
+from the first pipeline until session 13 (``git log -S"guidance_scale: float = 3.0"``)."""
+
+
+def _curve_guidance(point: dict[str, Any]) -> float:
+    """The classifier-free guidance a learning-curve point was measured at."""
+    return float(point.get("guidance", LEGACY_CURVE_GUIDANCE))
 
 
 EVALUATION_KEYS = ("n_prompts", "settings", "generated", "real_icons", "judges", "memorisation")
@@ -188,6 +201,8 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
              "concept_top1": g["concept_top1"], "concept_top5": g["concept_top5"], "frechet": g["frechet"],
              "near_copy_share": g["near_copy_share"], "real_style": real["style_accuracy"],
              "real_top5": real["concept_top5"], "model_id": model_id}
+    if (report.get("settings") or {}).get("guidance") is not None:
+        point["guidance"] = float(report["settings"]["guidance"])
     judges = report.get("judges") or {}
     if judges.get("style", {}).get("real_top1") is not None:
         point["judge_style"] = judges["style"]["real_top1"]
@@ -195,14 +210,16 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
         point["judge_top5"] = judges["concept"]["real_top5"]
 
     def same(p: dict[str, Any]) -> bool:
-        # One point per model and split. Points recorded before they carried a model id stand
-        # for the plain model of their steps (no fine-tuned decoder, "-d<steps>").
+        # One point per model, split and guidance. Points recorded before they carried a model id
+        # stand for the plain model of their steps (no fine-tuned decoder, "-d<steps>").
         pid = p.get("model_id") or plain_model_id(model_id)
-        return (p["steps"], p["split"], pid) == (point["steps"], key, model_id)
+        return ((p["steps"], p["split"], pid, _curve_guidance(p))
+                == (point["steps"], key, model_id, _curve_guidance(point)))
 
     curve = [p for p in card.get("learning_curve", []) if not same(p)]
-    card["learning_curve"] = sorted(curve + [point],
-                                    key=lambda p: (p["steps"], p["split"], p.get("model_id") or ""))
+    card["learning_curve"] = sorted(curve + [point], key=lambda p: (p["steps"], p["split"],
+                                                                   p.get("model_id") or "",
+                                                                   _curve_guidance(p)))
     write_model_card(model_dir, card)
     return point
 
