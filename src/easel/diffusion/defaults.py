@@ -18,7 +18,9 @@ class SamplingDefaults:
 
     steps: int = 20
     guidance_scale: float = 6.0
-    """Classifier-free guidance. BENCHMARKS.md ("Guidance") has the sweeps it was chosen by."""
+    """Classifier-free guidance. Chosen on the embedded model by the 3-7 sweep in BENCHMARKS.md
+    ("Session 12" and "Session 13: guidance 6 is the new default"): seen-concept style 0.806 at 6
+    against 0.776 at 3 and 7. Stable Diffusion checkpoints are usually run at 5-8."""
     style_guidance_scale: float = 0.0
     """Extra guidance towards the prompt's style tag: the prediction for "caption, style"
     minus that for the caption alone (0 = off). BENCHMARKS.md ("style guidance")."""
