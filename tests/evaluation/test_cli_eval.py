@@ -194,24 +194,35 @@ def test_autoencoder_reference_is_the_real_icons_through_a_models_autoencoder(  
     assert proc.returncode == 2 and "no autoencoder" in proc.stderr and "Traceback" not in proc.stderr
 
 
+NEW_FIGURES = {"style_accuracy": 0.4, "concept_top1": 0.1, "concept_top5": 0.2, "frechet": 5.0,
+               "near_copy_share": 0.0}
+"""The figures of a new evaluation in the learning-curve tests (the old point has style 0.1)."""
+
+
+def _card_with_one_point(model_dir: Path, model_id: str, old_fields: dict[str, str]) -> None:
+    """Write a model card for ``model_id`` at step 7 whose curve holds one old ``val`` point
+    (style 0.1) with ``old_fields`` added: the learning-curve tests record beside or over it."""
+    from easel.diffusion.model_card import write_model_card
+
+    old_point = {"steps": 7, "samples": 56, "cpu_hours": 0.01, "split": "val", "n": 3,
+                 "style_accuracy": 0.1, "concept_top1": 0.0, "concept_top5": 0.0, "frechet": 9.0,
+                 "near_copy_share": 0.0, "real_style": 0.9, "real_top5": 0.5, **old_fields}
+    card = {"model_id": model_id, "dataset_id": "d" * 64, "sources": [], "easel_version": "test",
+            "learning_curve": [old_point],
+            "training": {"items": 3, "held_out_sets": [], "steps": 7, "samples": 56, "seconds": 1.0,
+                         "cpu_seconds": 36.0, "device": "cpu", "final_loss": 0.5, "unet_parameters": 1,
+                         "vae_parameters": 1, "config": {"batch_size": 8}}}
+    write_model_card(model_dir, card)
+
+
 def test_a_fine_tuned_decoder_gets_its_own_learning_curve_point(tmp_path: Path) -> None:
     """The same denoiser steps with another decoder (model id ``…-d<steps>``) is another model:
     its point stands beside the plain model's instead of replacing it."""
     from easel.diffusion.model_card import read_model_card, record_evaluation, write_model_card
 
-    old_point = {"steps": 7, "samples": 56, "cpu_hours": 0.01, "split": "val", "n": 3,
-                 "style_accuracy": 0.1, "concept_top1": 0.0, "concept_top5": 0.0, "frechet": 9.0,
-                 "near_copy_share": 0.0, "real_style": 0.9, "real_top5": 0.5}  # recorded before ids
-    card = {"model_id": "tiny-s7-d5", "dataset_id": "d" * 64, "sources": [], "easel_version": "test",
-            "learning_curve": [old_point],
-            "training": {"items": 3, "held_out_sets": [], "steps": 7, "samples": 56, "seconds": 1.0,
-                         "cpu_seconds": 36.0, "device": "cpu", "final_loss": 0.5, "unet_parameters": 1,
-                         "vae_parameters": 1, "config": {"batch_size": 8}}}
-    write_model_card(tmp_path, card)
-    figures = {"style_accuracy": 0.4, "concept_top1": 0.1, "concept_top5": 0.2, "frechet": 5.0,
-               "near_copy_share": 0.0}
-    report = {"splits": ["val"], "n_prompts": 3, "generated": {"overall": figures},
-              "real_icons": {"overall": figures}}
+    _card_with_one_point(tmp_path, "tiny-s7-d5", {})  # a point recorded before points named models
+    report = {"splits": ["val"], "n_prompts": 3, "generated": {"overall": NEW_FIGURES},
+              "real_icons": {"overall": NEW_FIGURES}}
     for _ in range(2):
         record_evaluation(tmp_path, report, "tiny-s7-d5")
     curve = read_model_card(tmp_path)["learning_curve"]
@@ -230,23 +241,13 @@ def test_a_fine_tuned_decoder_gets_its_own_learning_curve_point(tmp_path: Path) 
 def test_a_point_at_another_guidance_stands_beside_the_old_one(tmp_path: Path) -> None:
     """Guidance changes the figures, so the same model scored at a new guidance gets a second
     point; points without a guidance were measured at the old default 3.0 and say so."""
-    from easel.diffusion.model_card import read_model_card, record_evaluation, write_model_card
+    from easel.diffusion.model_card import read_model_card, record_evaluation
 
-    old_point = {"steps": 7, "samples": 56, "cpu_hours": 0.01, "split": "val", "n": 3,
-                 "style_accuracy": 0.1, "concept_top1": 0.0, "concept_top5": 0.0, "frechet": 9.0,
-                 "near_copy_share": 0.0, "real_style": 0.9, "real_top5": 0.5, "model_id": "tiny-s7"}
-    card = {"model_id": "tiny-s7", "dataset_id": "d" * 64, "sources": [], "easel_version": "test",
-            "learning_curve": [old_point],
-            "training": {"items": 3, "held_out_sets": [], "steps": 7, "samples": 56, "seconds": 1.0,
-                         "cpu_seconds": 36.0, "device": "cpu", "final_loss": 0.5, "unet_parameters": 1,
-                         "vae_parameters": 1, "config": {"batch_size": 8}}}
-    write_model_card(tmp_path, card)
-    figures = {"style_accuracy": 0.4, "concept_top1": 0.1, "concept_top5": 0.2, "frechet": 5.0,
-               "near_copy_share": 0.0}
+    _card_with_one_point(tmp_path, "tiny-s7", {"model_id": "tiny-s7"})  # recorded before guidance
 
     def report(guidance: float) -> dict:  # type: ignore[type-arg]
         return {"splits": ["val"], "n_prompts": 3, "settings": {"steps": 20, "guidance": guidance},
-                "generated": {"overall": figures}, "real_icons": {"overall": figures}}
+                "generated": {"overall": NEW_FIGURES}, "real_icons": {"overall": NEW_FIGURES}}
 
     for _ in range(2):  # a re-run at the same guidance replaces its point
         record_evaluation(tmp_path, report(6.0), "tiny-s7")
