@@ -378,3 +378,62 @@ def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
                    "--steps", "1", env=env)
     assert proc.returncode == 2 and "not a model directory" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "easel.db").exists()
+
+
+def test_set_balance_weights_share_out_the_sets() -> None:
+    """A set of n items is drawn in proportion to n^(1 - b): b = 0 is uniform over items, b = 1
+    gives every set the same share."""
+    import pytest
+
+    from easel.diffusion.training import set_balance_weights
+
+    ids = ["big"] * 100 + ["small"] * 25
+    for balance, small_share in ((0.0, 0.2), (0.5, 5 / 15), (1.0, 0.5)):
+        w = set_balance_weights(ids, balance)
+        assert abs(float(w.sum()) - 1.0) < 1e-9
+        assert abs(float(w[100:].sum()) - small_share) < 1e-9, balance
+        assert torch.all(w[:100] == w[0]) and torch.all(w[100:] == w[100])  # equal within a set
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        set_balance_weights(ids, 1.5)
+
+
+def test_training_with_set_balance_draws_the_small_set_more(tmp_path: Path, monkeypatch) -> None:
+    """With --set-balance 1 the one-item set fills half of every batch; without, a third."""
+    import easel.diffusion.training as training
+    from easel.diffusion import tiny
+
+    monkeypatch.setattr(training, "unet_config", lambda *_a, **_k: tiny.tiny_unet().config)
+    data = tiny_set()
+    data.set_ids = ["big", "big", "small"]
+    enc = encode_training_set(data, tiny_vae(), tmp_path, progress=False)
+    assert enc.set_ids == ["big", "big", "small"]
+    real_loss = training.latent_velocity_loss
+    drawn: list[torch.Tensor] = []
+
+    def spy(unet, latents, *args, **kwargs):  # the real loss; it only notes which items came
+        drawn.append(latents.detach().clone())
+        return real_loss(unet, latents, *args, **kwargs)
+
+    monkeypatch.setattr(training, "latent_velocity_loss", spy)
+    small = enc.latents[2]
+    shares = {}
+    for balance in (0.0, 1.0):
+        drawn.clear()
+        config = TrainConfig(batch_size=8, warmup_steps=1, checkpoint_minutes=100, set_balance=balance)
+        state = train_denoiser(enc, tmp_path / f"b{balance}.pt", config, max_steps=40, progress=False)
+        assert state.config.set_balance == balance
+        batch = torch.cat(drawn)
+        shares[balance] = sum(torch.equal(x, small) for x in batch) / batch.shape[0]
+    assert abs(shares[0.0] - 1 / 3) < 0.08 and abs(shares[1.0] - 0.5) < 0.08, shares
+
+
+def test_train_base_refuses_a_bad_set_balance(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    env = {"EASEL_HOME": str(tmp_path / "home")}
+    for value in ("-0.1", "1.5", "nan"):
+        proc = run_cli("train", "base", "--init-from", str(tmp_path / "model"),
+                       "--out", str(tmp_path / "out"), "--steps", "1", "--set-balance", value, env=env)
+        assert proc.returncode == 2 and "--set-balance must be between 0 and 1" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "easel.db").exists()

@@ -200,6 +200,10 @@ def base(
                                        "shipping: decay the learning rate linearly to 0 over this "
                                        "many steps on a copy, <checkpoint>.cooldown.pt (resumed if "
                                        "there), leaving the main checkpoint to train on."),
+    set_balance: float = typer.Option(0.0, "--set-balance", help="How batches share out the sets: "
+                                      "each set is drawn in proportion to (its size)^(1 - B). 0 "
+                                      "draws items uniformly, so the big sets dominate; 1 gives "
+                                      "every set the same share; 0.5 is between."),
 ) -> None:
     """Train the text-to-image denoiser on a consented manifest and write a model directory.
 
@@ -224,6 +228,8 @@ def base(
         raise BadInput("give --minutes or --steps so training knows when to stop")
     if cooldown_steps < 0:
         raise BadInput(f"--cooldown-steps must be 0 or more, got {cooldown_steps}")
+    if not 0.0 <= set_balance <= 1.0:
+        raise BadInput(f"--set-balance must be between 0 and 1, got {set_balance}")
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     layers = _transformer_layers(transformer_layers, init_from)
@@ -231,7 +237,7 @@ def base(
     path = _manifest(manifest)
     consent = consent_check(path)
     config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
-                         unet_transformer_layers=list(layers))
+                         unet_transformer_layers=list(layers), set_balance=set_balance)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))
     vae_model = AutoencoderKL.from_pretrained(str(vae) if vae else str(init_from / "vae"))
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")

@@ -114,6 +114,9 @@ class TrainConfig:
     # it linearly to 0 over ``cooldown_steps`` steps from ``cooldown_start`` (a step count).
     cooldown_steps: int = 0
     cooldown_start: int | None = None
+    # How batches share out the sets: each set is drawn in proportion to (its size)^(1 - b).
+    # 0 draws items uniformly, so the big sets dominate; 1 gives every set the same share.
+    set_balance: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,9 +14,10 @@ import logging
 import math
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,7 @@ class EncodedSet:
     caption_only: PromptEmbeddings  # per unique caption
     caption_index: torch.Tensor  # [N] index into caption_only
     empty: PromptEmbeddings  # [1] the unconditional prompt
+    set_ids: list[str] = field(default_factory=list)  # per item, for --set-balance
 
 
 def _cache_key(*parts: str) -> str:
@@ -257,7 +259,17 @@ def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
                           disable=not progress):
             x = to_unit(data.images[start:start + 256])
             latents.append(vae.encode(x).latent_dist.mode() * vae.config.scaling_factor)
-    return EncodedSet(torch.cat(latents), full, caption_only, caption_index, empty)
+    return EncodedSet(torch.cat(latents), full, caption_only, caption_index, empty, list(data.set_ids))
+
+
+def set_balance_weights(set_ids: list[str], balance: float) -> torch.Tensor:
+    """Per-item sampling weights under which a set of n items is drawn in proportion to
+    n^(1 - balance): each item weighs n^(-balance), normalised to sum to 1."""
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"set balance must be between 0 and 1, got {balance}")
+    sizes = Counter(set_ids)
+    weights = torch.tensor([sizes[s] ** -balance for s in set_ids], dtype=torch.float64)
+    return weights / weights.sum()
 
 
 def _batch_embeddings(enc: EncodedSet, idx: torch.Tensor, config: TrainConfig,
@@ -359,6 +371,16 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
 
     gen = torch.Generator().manual_seed(config.seed * 7919 + step)
     n_items = enc.latents.shape[0]
+    weights = None
+    if config.set_balance:
+        if len(enc.set_ids) != n_items:
+            raise ValueError("set balance needs the set of every training item")
+        weights = set_balance_weights(enc.set_ids, config.set_balance)
+        shares = Counter()
+        for s, w in zip(enc.set_ids, weights.tolist(), strict=True):
+            shares[s] += w
+        log.info("set balance %.2f: %s", config.set_balance,
+                 ", ".join(f"{s} {v:.1%}" for s, v in sorted(shares.items())))
     budget = (minutes * 60) if minutes is not None else math.inf
     started = time.monotonic()
     last_save = time.monotonic()
@@ -369,7 +391,10 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         while (time.monotonic() - started < budget and not flag["stop"]
                and (max_steps is None or step < max_steps)):
             t0, c0 = time.monotonic(), time.process_time()
-            idx = torch.randint(0, n_items, (config.batch_size,), generator=gen)
+            if weights is None:
+                idx = torch.randint(0, n_items, (config.batch_size,), generator=gen)
+            else:
+                idx = torch.multinomial(weights, config.batch_size, replacement=True, generator=gen)
             latents = enc.latents[idx].to(dev)
             noise = torch.randn(latents.shape, generator=gen).to(dev)
             sigmas = torch.sigmoid(config.logit_normal_mean + config.logit_normal_std
