@@ -376,7 +376,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         if len(enc.set_ids) != n_items:
             raise ValueError("set balance needs the set of every training item")
         weights = set_balance_weights(enc.set_ids, config.set_balance)
-        shares = Counter()
+        shares: Counter[str] = Counter()
         for s, w in zip(enc.set_ids, weights.tolist(), strict=True):
             shares[s] += w
         log.info("set balance %.2f: %s", config.set_balance,
