@@ -427,13 +427,37 @@ def test_training_with_set_balance_draws_the_small_set_more(tmp_path: Path, monk
     assert abs(shares[0.0] - 1 / 3) < 0.08 and abs(shares[1.0] - 0.5) < 0.08, shares
 
 
-def test_train_base_refuses_a_bad_set_balance(tmp_path: Path) -> None:
+def test_train_base_refuses_a_bad_set_balance_or_style_dropout(tmp_path: Path) -> None:
     from tests.conftest import run_cli
 
     env = {"EASEL_HOME": str(tmp_path / "home")}
-    for value in ("-0.1", "1.5", "nan"):
+    cases = [("--set-balance", v, "--set-balance must be between 0 and 1") for v in ("-0.1", "1.5", "nan")]
+    cases += [("--style-dropout", v, "--style-dropout must be between 0 and 0.9") for v in ("-0.1", "0.95")]
+    for option, value, message in cases:
         proc = run_cli("train", "base", "--init-from", str(tmp_path / "model"),
-                       "--out", str(tmp_path / "out"), "--steps", "1", "--set-balance", value, env=env)
-        assert proc.returncode == 2 and "--set-balance must be between 0 and 1" in proc.stderr, proc.stderr
+                       "--out", str(tmp_path / "out"), "--steps", "1", option, value, env=env)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "easel.db").exists()
+
+
+def test_style_dropout_sets_the_share_of_caption_only_prompts(tmp_path: Path) -> None:
+    """The batch's prompts are the full prompt, the caption alone (style dropout) or "" (condition
+    dropout), in the configured shares."""
+    from easel.diffusion.training import _batch_embeddings
+
+    enc = encode_training_set(tiny_set(), tiny_vae(), tmp_path, progress=False)
+    idx = torch.tensor([0, 1, 2] * 400)
+    full = enc.full.index(idx).pooled
+    caption = enc.caption_only.index(enc.caption_index[idx]).pooled
+    empty = enc.empty.index([0]).pooled
+    for cond, style in ((0.0, 0.0), (0.1, 0.1), (0.1, 0.5)):
+        config = TrainConfig(cond_dropout=cond, style_dropout=style)
+        pooled = _batch_embeddings(enc, idx, config, torch.Generator().manual_seed(0)).pooled
+        n = idx.shape[0]
+        is_full = (pooled == full).all(dim=1).float().mean().item()
+        is_caption = (pooled == caption).all(dim=1).float().mean().item()
+        is_empty = (pooled == empty).all(dim=1).float().mean().item()
+        assert abs(is_caption - style) < 3 * (style * (1 - style) / n) ** 0.5 + 1e-9, (cond, style)
+        assert abs(is_empty - cond) < 3 * (cond * (1 - cond) / n) ** 0.5 + 1e-9, (cond, style)
+        assert abs(is_full - (1 - cond - style)) < 0.06

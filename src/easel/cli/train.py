@@ -204,6 +204,9 @@ def base(
                                       "each set is drawn in proportion to (its size)^(1 - B). 0 "
                                       "draws items uniformly, so the big sets dominate; 1 gives "
                                       "every set the same share; 0.5 is between."),
+    style_dropout: float = typer.Option(0.1, "--style-dropout", help="Share of training prompts "
+                                        "whose style tag is dropped (caption only), so that "
+                                        "prompts without a style still work."),
 ) -> None:
     """Train the text-to-image denoiser on a consented manifest and write a model directory.
 
@@ -230,6 +233,9 @@ def base(
         raise BadInput(f"--cooldown-steps must be 0 or more, got {cooldown_steps}")
     if not 0.0 <= set_balance <= 1.0:
         raise BadInput(f"--set-balance must be between 0 and 1, got {set_balance}")
+    if not 0.0 <= style_dropout <= 0.9:
+        raise BadInput(f"--style-dropout must be between 0 and 0.9, got {style_dropout}",
+                       hint="another 0.1 of prompts is already dropped whole, for guidance")
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     layers = _transformer_layers(transformer_layers, init_from)
@@ -237,7 +243,8 @@ def base(
     path = _manifest(manifest)
     consent = consent_check(path)
     config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
-                         unet_transformer_layers=list(layers), set_balance=set_balance)
+                         unet_transformer_layers=list(layers), set_balance=set_balance,
+                         style_dropout=style_dropout)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))
     vae_model = AutoencoderKL.from_pretrained(str(vae) if vae else str(init_from / "vae"))
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
