@@ -379,8 +379,12 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         shares: Counter[str] = Counter()
         for s, w in zip(enc.set_ids, weights.tolist(), strict=True):
             shares[s] += w
-        log.info("set balance %.2f: %s", config.set_balance,
-                 ", ".join(f"{s} {v:.1%}" for s, v in sorted(shares.items())))
+        said = f"set balance {config.set_balance:g}, shares of the draws: " + ", ".join(
+            f"{s} {v:.1%}" for s, v in sorted(shares.items()))
+        if progress:
+            tqdm.write(said)
+        else:
+            log.info(said)
     budget = (minutes * 60) if minutes is not None else math.inf
     started = time.monotonic()
     last_save = time.monotonic()
