@@ -233,9 +233,11 @@ def base(
         raise BadInput(f"--cooldown-steps must be 0 or more, got {cooldown_steps}")
     if not 0.0 <= set_balance <= 1.0:
         raise BadInput(f"--set-balance must be between 0 and 1, got {set_balance}")
-    if not 0.0 <= style_dropout <= 0.9:
-        raise BadInput(f"--style-dropout must be between 0 and 0.9, got {style_dropout}",
-                       hint="another 0.1 of prompts is already dropped whole, for guidance")
+    not_dropped = 1.0 - TrainConfig.cond_dropout  # the share of prompts guidance leaves whole
+    if not 0.0 <= style_dropout <= not_dropped:
+        raise BadInput(f"--style-dropout must be between 0 and {not_dropped:g}, got {style_dropout}",
+                       hint=f"another {TrainConfig.cond_dropout:g} of prompts is already dropped "
+                            "whole, for guidance")
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     layers = _transformer_layers(transformer_layers, init_from)
