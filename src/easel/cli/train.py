@@ -207,6 +207,9 @@ def base(
     style_dropout: float = typer.Option(0.1, "--style-dropout", help="Share of training prompts "
                                         "whose style tag is dropped (caption only), so that "
                                         "prompts without a style still work."),
+    learning_rate: float = typer.Option(4e-4, "--learning-rate", help="Peak learning rate (after "
+                                        "the warm-up). A lower one fine-tunes a trained model "
+                                        "gently, e.g. a cool-down from --init-from."),
 ) -> None:
     """Train the text-to-image denoiser on a consented manifest and write a model directory.
 
@@ -238,6 +241,9 @@ def base(
         raise BadInput(f"--style-dropout must be between 0 and {not_dropped:g}, got {style_dropout}",
                        hint=f"another {TrainConfig.cond_dropout:g} of prompts is already dropped "
                             "whole, for guidance")
+    if not 0.0 < learning_rate <= 0.1:  # also refuses nan
+        raise BadInput(f"--learning-rate must be above 0 and at most 0.1, got {learning_rate}",
+                       hint="the default is 4e-4; 1e-4 fine-tunes a trained model gently")
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     layers = _transformer_layers(transformer_layers, init_from)
@@ -246,7 +252,7 @@ def base(
     consent = consent_check(path)
     config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
                          unet_transformer_layers=list(layers), set_balance=set_balance,
-                         style_dropout=style_dropout)
+                         style_dropout=style_dropout, learning_rate=learning_rate)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))
     vae_model = AutoencoderKL.from_pretrained(str(vae) if vae else str(init_from / "vae"))
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
