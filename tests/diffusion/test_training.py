@@ -462,3 +462,30 @@ def test_style_dropout_sets_the_share_of_caption_only_prompts(tmp_path: Path) ->
         assert abs(is_caption - style) < 3 * (style * (1 - style) / n) ** 0.5 + 1e-9, (cond, style)
         assert abs(is_empty - cond) < 3 * (cond * (1 - cond) / n) ** 0.5 + 1e-9, (cond, style)
         assert abs(is_full - (1 - cond - style)) < 0.06
+
+
+def test_atomic_save_from_two_processes_at_once(tmp_path: Path) -> None:
+    """Two runs side by side write the same cache file (the prompt cache of one corpus): neither
+    may rename the other's temporary file away, and the file is always whole."""
+    import subprocess
+    import sys
+
+    target, go = tmp_path / "prompts.pt", tmp_path / "go"
+    script = (
+        "import sys, time, torch\nfrom pathlib import Path\n"
+        "from easel.diffusion.training import atomic_save\n"
+        "x = {'x': torch.full((200_000,), float(sys.argv[2]))}; print('ready', flush=True)\n"
+        "while not Path(sys.argv[3]).exists(): time.sleep(0.01)\n"
+        "for i in range(100): atomic_save(x, Path(sys.argv[1]))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(target), str(k), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (1, 2)]
+    for proc in procs:  # both have imported torch: start them writing together
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    go.touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    go.unlink()
+    assert torch.load(target)["x"][0].item() in (1.0, 2.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["prompts.pt"]  # no temporary file left

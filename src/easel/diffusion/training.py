@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import signal
 import time
 from collections import Counter
@@ -72,10 +73,18 @@ def stop_on_signal() -> Iterator[dict[str, bool]]:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` to ``path`` so that a reader sees the old file or the new, never half of one.
+
+    The temporary file is named per process, so two runs that share a cache folder (two arms
+    trained side by side both write the prompt cache) cannot rename each other's file away.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------
