@@ -279,10 +279,11 @@ def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None
         return elapsed_before + time.monotonic() - start
 
     def save() -> None:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(), "step": step, "elapsed": elapsed(),
-                    "config": asdict(config)}, checkpoint_dir / "latest.tmp")
-        (checkpoint_dir / "latest.tmp").replace(ckpt)
+        from easel.diffusion.training import atomic_save
+
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "generator": generator.get_state(), "step": step, "elapsed": elapsed(),
+                     "config": asdict(config)}, ckpt)
 
     def flush() -> None:
         with (checkpoint_dir / "history.jsonl").open("a") as fh:

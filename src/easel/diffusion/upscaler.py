@@ -530,12 +530,11 @@ def train_upscaler(manifest_dir_64: Path, manifest_dir_256: Path, out_dir: Path,
     def save_checkpoint() -> None:
         if ckpt_path is None:
             return
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "samples": samples, "elapsed": elapsed, "rng": rng.getstate(),
-                    "model_config": dict(model.config), "train_config": asdict(cfg)}, tmp)
-        tmp.replace(ckpt_path)
+        from easel.diffusion.training import atomic_save
+
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "samples": samples, "elapsed": elapsed, "rng": rng.getstate(),
+                     "model_config": dict(model.config), "train_config": asdict(cfg)}, ckpt_path)
 
     budget = cfg.minutes * 60.0
     degrade = Degradation()
