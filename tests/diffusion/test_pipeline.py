@@ -174,3 +174,69 @@ def test_every_entry_point_samples_with_one_table_of_defaults() -> None:
     assert option_default(eval_cli.model, "style_guidance") == style
     assert inspect.signature(PipelineGenerator).parameters["style_guidance"].default == style
     assert inspect.signature(EaselPipeline.__call__).parameters["style_guidance_scale"].default == style
+
+
+def test_a_high_noise_expert_takes_only_the_steps_above_its_noise_level() -> None:
+    """Two expert denoisers: an expert with the base UNet's own weights changes nothing; another
+    changes a txt2img picture (whose first steps are above the boundary) but not an img2img
+    picture of strength 0.3 (every step below it); the pair saves, loads and is recorded."""
+    import tempfile
+
+    from diffusers import UNet2DConditionModel
+
+    from easel.diffusion.tiny import tiny_pipeline, tiny_unet
+
+    base = tiny_pipeline()
+    torch_seed_other = tiny_unet()
+    for p in torch_seed_other.parameters():  # a different expert: same shape, other weights
+        p.data.mul_(-1.5)
+    same = tiny_pipeline()
+    same.register_modules(unet_high_noise=tiny_unet())
+    same.register_to_config(high_noise_sigma=0.6)
+    other = tiny_pipeline()
+    other.register_modules(unet_high_noise=torch_seed_other)
+    other.register_to_config(high_noise_sigma=0.6)
+    assert other.denoiser_at(0.9) is torch_seed_other and other.denoiser_at(0.6) is other.unet
+    assert base.denoiser_at(1.0) is base.unet
+
+    def txt(p: EaselPipeline) -> tuple[np.ndarray, dict]:
+        out = p("fox face, twemoji style", seeds=[7], num_inference_steps=6, upscale=False)
+        return _arr(out.images[0]), out.parameters
+
+    plain, params = txt(base)
+    assert np.array_equal(txt(same)[0], plain)
+    routed, routed_params = txt(other)
+    assert not np.array_equal(routed, plain)
+    assert "high_noise_sigma" not in params and routed_params["high_noise_sigma"] == 0.6
+    init = Image.new("RGB", (64, 64), (200, 40, 40))
+
+    def img2img(p: EaselPipeline) -> np.ndarray:
+        return _arr(p("fox face", image=init, strength=0.3, seeds=[7], num_inference_steps=10,
+                      upscale=False).images[0])
+
+    assert np.array_equal(img2img(other), img2img(base))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        other.save_pretrained(tmp, safe_serialization=True)
+        loaded = load_pipeline(Path(tmp), device="cpu")
+        assert isinstance(loaded.unet_high_noise, UNet2DConditionModel)
+        assert loaded.config.high_noise_sigma == 0.6
+        assert np.array_equal(txt(loaded)[0], routed)
+
+
+@pytest.mark.parametrize("sigma, change, message", [
+    (0.0, {}, "between 0 and 1"), (1.0, {}, "between 0 and 1"), (float("nan"), {}, "between 0 and 1"),
+    (0.6, {"cross_attention_dim": 32}, "cross_attention_dim"),
+])
+def test_an_expert_that_cannot_stand_in_is_refused(sigma: float, change: dict, message: str) -> None:
+    from diffusers import UNet2DConditionModel
+
+    from easel.diffusion.tiny import tiny_unet, tiny_vae
+    from easel.diffusion.training import new_scheduler
+
+    expert = tiny_unet()
+    if change:
+        expert = UNet2DConditionModel.from_config({**expert.config, **change})
+    with pytest.raises(BadInput, match=message):
+        EaselPipeline(unet=tiny_unet(), vae=tiny_vae(), scheduler=new_scheduler(),
+                      unet_high_noise=expert, high_noise_sigma=sigma)

@@ -489,3 +489,92 @@ def test_atomic_save_from_two_processes_at_once(tmp_path: Path) -> None:
     go.unlink()
     assert torch.load(target)["x"][0].item() in (1.0, 2.0)
     assert [p.name for p in tmp_path.iterdir()] == ["prompts.pt"]  # no temporary file left
+
+
+def test_train_sigmas_stay_in_the_range_and_the_whole_path_is_unchanged() -> None:
+    from easel.diffusion.training import train_sigmas
+
+    whole = train_sigmas(TrainConfig(batch_size=4096), torch.Generator().manual_seed(3))
+    # The whole path is the logit-normal draw of before, number for number.
+    old = torch.sigmoid(torch.randn(4096, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(whole, old)
+    high = train_sigmas(TrainConfig(batch_size=4096, sigma_range=(0.6, 1.0)),
+                        torch.Generator().manual_seed(3))
+    assert float(high.min()) >= 0.6 and float(high.max()) <= 1.0
+    assert torch.allclose(high, 0.6 + 0.4 * old)
+
+
+def test_a_high_noise_expert_is_trained_and_exported_beside_its_model(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """--sigma-range 0.6,1 from a model: the export is that model (its UNet weight for weight)
+    with the trained expert beside it, a card that counts the expert's own steps, and an id
+    that names it; the pair generates."""
+    import easel.diffusion.training as training
+    from easel.diffusion import tiny
+    from easel.diffusion.model_card import read_model_card
+    from easel.diffusion.training import export_expert_model
+
+    monkeypatch.setattr(training, "unet_config", lambda *_a, **_k: tiny.tiny_unet().config)
+    data = tiny_set()
+    vae = tiny_vae()
+    enc = encode_training_set(data, vae, tmp_path, progress=False)
+    config = TrainConfig(batch_size=4, warmup_steps=1, checkpoint_minutes=100)
+    state = train_denoiser(enc, tmp_path / "base.pt", config, max_steps=6, progress=False)
+    base = tmp_path / "base"
+    export_base_model(base, state, vae, data, config)
+    seen: list[torch.Tensor] = []
+    real_loss = training.latent_velocity_loss
+
+    def spy(unet, latents, noise, sigmas, emb):  # the real loss; it notes the noise levels
+        seen.append(sigmas.detach().clone())
+        return real_loss(unet, latents, noise, sigmas, emb)
+
+    monkeypatch.setattr(training, "latent_velocity_loss", spy)
+    expert_config = replace(config, sigma_range=(0.6, 1.0))
+    expert = train_denoiser(enc, tmp_path / "expert.pt", expert_config, max_steps=10,
+                            progress=False, init_from=base)
+    assert float(torch.cat(seen).min()) >= 0.6
+    out = tmp_path / "pair"
+    export_expert_model(out, base, expert, expert.config, data.dataset_id, consent_events=3)
+    card = read_model_card(out)
+    assert card["model_id"] == read_model_card(base)["model_id"] + "-h4"
+    record = card["high_noise_expert"]
+    assert record["steps"] == 4 and record["samples"] == 16 and record["sigma"] == 0.6
+    assert record["config"]["sigma_range"] == [0.6, 1.0] and "3 items" in record["consent"]
+    assert card["training"]["steps"] == 6 and card["evaluation"] == {}
+    pipe = load_pipeline(out, device="cpu")
+    before = load_pipeline(base, device="cpu")
+    assert pipe.config.high_noise_sigma == 0.6
+    for (name, a), b in zip(pipe.unet.state_dict().items(), before.unet.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(pipe.unet_high_noise.state_dict().values(),
+                                                      before.unet.state_dict().values(), strict=True))
+    images = pipe("red square, test style", seeds=[0], num_inference_steps=4, upscale=False).images
+    assert images[0].size == (64, 64)
+    assert "High-noise expert" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_train_base_refuses_a_bad_sigma_range(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    env = {"EASEL_HOME": str(tmp_path / "home")}
+    model = tmp_path / "model"
+    (model / "unet").mkdir(parents=True)
+    (model / "unet" / "config.json").write_text(json.dumps(
+        {"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+         "transformer_layers_per_block": [1, 1, 2]}))
+    cases = [("0.6", "two numbers"), ("a,b", "two numbers"), ("0.8,0.6", "need 0 ≤ LO < HI ≤ 1"),
+             ("-0.1,1", "need 0 ≤ LO < HI ≤ 1"), ("nan,1", "need 0 ≤ LO < HI ≤ 1"),
+             ("0.2,0.8", "only a high-noise expert (LO,1)")]
+    for value, message in cases:
+        proc = run_cli("train", "base", "--init-from", str(model), "--out", str(tmp_path / "out"),
+                       "--steps", "1", "--sigma-range", value, env=env)
+        assert proc.returncode == 2 and message in proc.stderr, (value, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    proc = run_cli("train", "base", "--init-from", str(model), "--out", str(model), "--steps", "1",
+                   "--sigma-range", "0.6,1", env=env)
+    assert proc.returncode == 2 and "--out must differ from --init-from" in proc.stderr, proc.stderr
+    proc = run_cli("train", "base", "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "out"),
+                   "--steps", "1", "--sigma-range", "0.6,1", env=env)
+    assert proc.returncode == 2 and "only a high-noise expert" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "easel.db").exists()

@@ -172,6 +172,22 @@ def _transformer_layers(text: str | None, init_from: Path | None) -> tuple[int, 
     return layers
 
 
+def _sigma_range(text: str | None) -> tuple[float, float]:
+    """``--sigma-range LO,HI`` as floats with 0 ≤ LO < HI ≤ 1; the whole path when not given."""
+    from easel.errors import BadInput
+
+    if text is None:
+        return (0.0, 1.0)
+    hint = "noise levels from 0 (the picture) to 1 (pure noise), e.g. --sigma-range 0.6,1"
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise BadInput(f"--sigma-range: expected two numbers LO,HI, got {text!r}", hint=hint) from None
+    if not 0.0 <= lo < hi <= 1.0:  # also refuses nan
+        raise BadInput(f"--sigma-range: need 0 ≤ LO < HI ≤ 1, got {text!r}", hint=hint)
+    return (lo, hi)
+
+
 @train_app.command("base")
 def base(
     manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
@@ -210,6 +226,12 @@ def base(
     learning_rate: float = typer.Option(4e-4, "--learning-rate", help="Peak learning rate (after "
                                         "the warm-up). A lower one fine-tunes a trained model "
                                         "gently, e.g. a cool-down from --init-from."),
+    sigma_range: str = typer.Option(None, "--sigma-range", metavar="LO,HI", help="Train on the "
+                                    "noise levels in [LO, HI] only (1 = pure noise, 0 = the "
+                                    "picture). LO,1 with --init-from MODEL trains a high-noise "
+                                    "expert from MODEL's denoiser; --out is then MODEL with the "
+                                    "expert beside its own denoiser, taking the steps above LO. "
+                                    "Default: the whole path, 0,1."),
 ) -> None:
     """Train the text-to-image denoiser on a consented manifest and write a model directory.
 
@@ -247,12 +269,22 @@ def base(
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     layers = _transformer_layers(transformer_layers, init_from)
+    sigmas = _sigma_range(sigma_range)
+    expert = sigmas != (0.0, 1.0)
+    if expert and (sigmas[1] != 1.0 or init_from is None):
+        raise BadInput(f"--sigma-range {sigma_range} trains part of the path: only a high-noise "
+                       "expert (LO,1) beside an existing model can be exported",
+                       hint="e.g. --init-from src/easel/models/embedded --sigma-range 0.6,1")
+    if expert and init_from is not None and out.resolve() == init_from.resolve():
+        raise BadInput("--out must differ from --init-from: the expert is written beside a copy "
+                       "of that model, which stays as it is")
     _threads(threads)
     path = _manifest(manifest)
     consent = consent_check(path)
     config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
                          unet_transformer_layers=list(layers), set_balance=set_balance,
-                         style_dropout=style_dropout, learning_rate=learning_rate)
+                         style_dropout=style_dropout, learning_rate=learning_rate,
+                         sigma_range=sigmas)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))
     vae_model = AutoencoderKL.from_pretrained(str(vae) if vae else str(init_from / "vae"))
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
@@ -266,13 +298,19 @@ def base(
                            init_from=init_from)
     from easel.diffusion.model_card import carried_lineage, read_model_card
 
-    # Keep the learning curve `easel eval model --record` wrote into earlier exports of this
-    # run, and name the models (and their datasets) these weights continue.
-    previous = read_model_card(out) or (read_model_card(init_from) if init_from else {})
-    export_base_model(out, state, vae_model, data, state.config or config, upscaler,
-                      consent_events=len(consent), device=device,
-                      autoencoder=read_autoencoder_record(vae or init_from / "vae"),
-                      extra=carried_lineage(previous, data.dataset_id, state.step) or None)
+    if expert and init_from is not None:
+        from easel.diffusion.training import export_expert_model
+
+        export_expert_model(out, init_from, state, state.config or config, data.dataset_id,
+                            consent_events=len(consent), device=device)
+    else:
+        # Keep the learning curve `easel eval model --record` wrote into earlier exports of this
+        # run, and name the models (and their datasets) these weights continue.
+        previous = read_model_card(out) or (read_model_card(init_from) if init_from else {})
+        export_base_model(out, state, vae_model, data, state.config or config, upscaler,
+                          consent_events=len(consent), device=device,
+                          autoencoder=read_autoencoder_record(vae or init_from / "vae"),
+                          extra=carried_lineage(previous, data.dataset_id, state.step) or None)
     from easel.db import session_scope
     from easel.registry.lineage import record_model
 

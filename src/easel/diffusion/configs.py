@@ -107,6 +107,10 @@ class TrainConfig:
     style_dropout: float = 0.1  # style tag dropped (prompts without a style still work)
     logit_normal_mean: float = 0.0
     logit_normal_std: float = 1.0
+    # The noise levels trained on: the logit-normal draw is mapped onto [lo, hi]. (0, 1) is the
+    # whole path; (0.6, 1) trains a high-noise expert (`easel train base --sigma-range`), the
+    # part of the path where a picture's style and layout are decided (BENCHMARKS.md, session 16).
+    sigma_range: tuple[float, float] = (0.0, 1.0)
     seed: int = 0
     checkpoint_minutes: float = 5.0
     held_out_sets: list[str] = field(default_factory=lambda: ["streamline-emojis"])
@@ -119,7 +123,9 @@ class TrainConfig:
     set_balance: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["sigma_range"] = list(self.sigma_range)
+        return out
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimiser step ``step`` (0-based)."""

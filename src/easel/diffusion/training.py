@@ -317,6 +317,15 @@ class BaseTrainState:
 LOSS_WINDOW = 20  # the loss curve records the mean of every 20 consecutive steps
 
 
+def train_sigmas(config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Noise levels for one batch, ``[batch_size]`` in ``config.sigma_range``: logit-normal,
+    mapped linearly onto the range (the whole path (0, 1) leaves the draw as it is)."""
+    lo, hi = config.sigma_range
+    u = torch.sigmoid(config.logit_normal_mean
+                      + config.logit_normal_std * torch.randn(config.batch_size, generator=gen))
+    return u if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * u
+
+
 def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: float | None = None,
                    max_steps: int | None = None, device: str | None = None,
                    progress: bool = True, init_from: Path | None = None) -> BaseTrainState:
@@ -410,8 +419,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
                 idx = torch.multinomial(weights, config.batch_size, replacement=True, generator=gen)
             latents = enc.latents[idx].to(dev)
             noise = torch.randn(latents.shape, generator=gen).to(dev)
-            sigmas = torch.sigmoid(config.logit_normal_mean + config.logit_normal_std
-                                   * torch.randn(config.batch_size, generator=gen)).to(dev)
+            sigmas = train_sigmas(config, gen).to(dev)
             emb = _batch_embeddings(enc, idx, config, gen).to(dev)
             lr = config.lr_at(step)
             for group in opt.param_groups:
@@ -607,3 +615,73 @@ def install_decoder(model_dir: Path, vae_dir: Path) -> str:
         staging.rename(model_dir / "vae")
     write_model_card(model_dir, card)
     return str(card["model_id"])
+
+
+EXPERT_SUFFIX = "-h"
+"""Part of a model id whose pipeline has a high-noise expert: ``…-s32174-h2700-d4429`` is the
+denoiser of step 32,174, an expert trained 2,700 steps beside it, and decoder d4429."""
+
+
+def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config: TrainConfig,
+                        dataset_id: str, consent_events: int = 0, device: str | None = None) -> Path:
+    """Write ``base_dir``'s model with ``state``'s EMA weights as its high-noise expert.
+
+    The base model's UNet, autoencoder, upscaler and card stay as they are; the expert
+    (``unet_high_noise``) predicts above ``config.sigma_range[0]``, the range it was trained on
+    (``easel train base --init-from BASE --sigma-range LO,1``). The card gains a
+    ``high_noise_expert`` record with the expert's own steps, samples and CPU time (its counters
+    less the base model's, which it started from), and the model id gains ``-h<expert steps>``.
+    """
+    import shutil
+    import tempfile
+
+    from easel.diffusion.model_card import DECODER_SUFFIX, plain_model_id, read_model_card, write_model_card
+    from easel.diffusion.pipeline import load_pipeline
+    from easel.errors import BadInput
+
+    lo, hi = config.sigma_range
+    if not 0.0 < lo < 1.0 or hi != 1.0:
+        raise BadInput(f"a high-noise expert is trained on LO,1 with 0 < LO < 1, not {lo:g},{hi:g}")
+    card = read_model_card(base_dir)
+    if not card:
+        raise BadInput(f"{base_dir} has no model card", hint="give a directory written by `easel train base`")
+    base = card["training"]
+    own = {"steps": state.step - int(base["steps"]), "samples": state.samples - int(base["samples"]),
+           "seconds": round(state.seconds - float(base["seconds"]), 1),
+           "cpu_seconds": round(state.cpu_seconds - float(base["cpu_seconds"]), 1)}
+    pipe = load_pipeline(base_dir, device="cpu")
+    expert = state.ema
+    from easel.diffusion.pipeline import check_expert
+
+    check_expert(pipe.unet, expert, lo)
+    pipe.register_modules(unet_high_noise=expert)
+    pipe.register_to_config(high_noise_sigma=float(lo))
+    base_id = str(card["model_id"])
+    decoder = DECODER_SUFFIX.search(base_id)
+    stem = plain_model_id(base_id).split(EXPERT_SUFFIX)[0]
+    card["model_id"] = f"{stem}{EXPERT_SUFFIX}{own['steps']}" + (decoder.group(0) if decoder else "")
+    card["high_noise_expert"] = {
+        "sigma": float(lo), "from_model": base_id, "dataset_id": dataset_id,
+        "consent": (f"every item checked with the registry policy for train_base before training "
+                    f"({consent_events} items with consent-event ids)" if consent_events
+                    else "not checked against a registry"),
+        **own, "device": str(pick_device(device)),
+        "final_loss": state.losses[-1] if state.losses else None,
+        "unet_parameters": sum(p.numel() for p in expert.parameters()),
+        "config": config.to_dict(),
+    }
+    card["evaluation"] = {}  # the base model's figures do not describe the pair
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        staging = Path(tmp) / "model"
+        pipe.save_pretrained(str(staging), safe_serialization=True)
+        for part, extra in (("upscaler", "README.md"), ("upscaler", "training.json"),
+                            ("vae", AUTOENCODER_RECORD)):
+            if (base_dir / part / extra).exists():
+                shutil.copy2(base_dir / part / extra, staging / part / extra)
+        write_model_card(staging, card)
+        old = Path(tmp) / "old"
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+    return out
