@@ -240,3 +240,13 @@ def test_an_expert_that_cannot_stand_in_is_refused(sigma: float, change: dict, m
     with pytest.raises(BadInput, match=message):
         EaselPipeline(unet=tiny_unet(), vae=tiny_vae(), scheduler=new_scheduler(),
                       unet_high_noise=expert, high_noise_sigma=sigma)
+
+
+def test_every_shipped_weights_file_is_under_50_mb() -> None:
+    """The house rule for models inside the package: each weights file under 50 MB."""
+    from easel.diffusion.pipeline import SHIPPED_MODEL_DIR
+
+    files = list(SHIPPED_MODEL_DIR.parent.rglob("*.safetensors"))
+    assert any(f.parent.name == "unet" for f in files)  # the rule is checked on the real folder
+    for f in files:
+        assert f.stat().st_size < 50 * 1024 * 1024, f
