@@ -552,6 +552,9 @@ def test_a_high_noise_expert_is_trained_and_exported_beside_its_model(tmp_path: 
     images = pipe("red square, test style", seeds=[0], num_inference_steps=4, upscale=False).images
     assert images[0].size == (64, 64)
     assert "High-noise expert" in (out / "MODEL_CARD.md").read_text()
+    # An expert trained beside a pair replaces its expert: the id names one expert, not two.
+    again = export_expert_model(tmp_path / "pair2", out, expert, expert.config, data.dataset_id)
+    assert read_model_card(again)["model_id"] == card["model_id"]
 
 
 def test_train_base_refuses_a_bad_sigma_range(tmp_path: Path) -> None:

@@ -106,7 +106,8 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
                   f"- a second UNet2DConditionModel ({expert['unet_parameters'] / 1e6:.2f} M "
                   f"parameters) predicts every sampler step whose noise level is above "
                   f"{expert['sigma']:g}, where a picture's layout and style are decided; the denoiser "
-                  "above takes the steps below. Each step runs one of them, so sampling costs the same.",
+                  "described above takes the rest. Each step runs one of them, so sampling costs "
+                  "the same.",
                   f"- trained from `{expert['from_model']}` on noise levels "
                   f"{' to '.join(f'{x:g}' for x in expert['config']['sigma_range'])} only, dataset "
                   f"`{expert['dataset_id']}`; {expert.get('consent', '')}",

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -658,7 +659,7 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
     pipe.register_to_config(high_noise_sigma=float(lo))
     base_id = str(card["model_id"])
     decoder = DECODER_SUFFIX.search(base_id)
-    stem = plain_model_id(base_id).split(EXPERT_SUFFIX)[0]
+    stem = re.sub(rf"{EXPERT_SUFFIX}\d+$", "", plain_model_id(base_id))  # a new expert replaces one
     card["model_id"] = f"{stem}{EXPERT_SUFFIX}{own['steps']}" + (decoder.group(0) if decoder else "")
     card["high_noise_expert"] = {
         "sigma": float(lo), "from_model": base_id, "dataset_id": dataset_id,
