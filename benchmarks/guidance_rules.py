@@ -1,0 +1,122 @@
+"""Guidance rules other than classifier-free guidance, on the embedded model (BENCHMARKS.md,
+session 16). None is in the pipeline: each is a sampler loop here, on the pipeline's own parts
+(UNet, scheduler, prompt encoder, autoencoder), scored by ``easel.evaluation.evaluate_generator``
+with the shipped judges, as ``easel eval model`` scores the pipeline.
+
+Rules (``v``: the UNet's velocity; ``c``: the prompt, ``∅``: the empty prompt; ``w``: ``--w``):
+
+- ``cfg``: ``v(∅) + w·(v(c) − v(∅))`` — what the pipeline does;
+- ``ag``: autoguidance (Karras et al. 2024), ``g(c) + w·(v(c) − g(c))`` with ``g`` the weaker
+  ``--guide`` UNet (e.g. an earlier shipped denoiser in the same latent space);
+- ``cfg_ag``: ``cfg`` plus ``a·(v(c) − g(c))``; ``cfg_badu``: ``cfg`` with ``g(∅)`` for ``v(∅)``;
+- ``apg``: adaptive projected guidance (Sadat et al. 2024) on the x̂0 predictions, the part of the
+  guidance parallel to x̂0(c) scaled by ``--eta``;
+- ``rescale``: ``cfg`` rescaled to the conditional prediction's spread (Lin et al. 2024), ``--phi``;
+- ``sched``: ``cfg`` with ``--whi`` above noise level ``--thr`` and ``w`` below.
+
+    EASEL_HOME=<plain 64 px build> OMP_NUM_THREADS=1 python -m benchmarks.guidance_rules \\
+        --rule rescale --w 8 --phi 0.7 [--guide DIR/unet] [--split train,val] [--json out.json]
+
+Slow (2–4 minutes a rule on one core): not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+RULES = ("cfg", "ag", "cfg_ag", "cfg_badu", "apg", "rescale", "sched")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rule", choices=RULES, default="cfg")
+    parser.add_argument("--guide", type=Path, default=None, help="the weaker UNet (ag, cfg_ag, cfg_badu)")
+    parser.add_argument("--w", type=float, default=6.0)
+    parser.add_argument("--a", type=float, default=1.0)
+    parser.add_argument("--eta", type=float, default=0.0)
+    parser.add_argument("--phi", type=float, default=0.7)
+    parser.add_argument("--whi", type=float, default=9.0)
+    parser.add_argument("--thr", type=float, default=0.6)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--split", default="train,val")
+    parser.add_argument("-n", type=int, default=140)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.rule in ("ag", "cfg_ag", "cfg_badu") and args.guide is None:
+        parser.error(f"--rule {args.rule} needs --guide (a UNet directory)")
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from easel.config import get_settings
+    from easel.diffusion.data import to_pil
+    from easel.diffusion.pipeline import load_pipeline
+    from easel.diffusion.text_encoder import PromptEmbeddings
+    from easel.evaluation.data import load_eval_corpus, select_prompts
+    from easel.evaluation.judges import ensure_judges
+    from easel.evaluation.report import evaluate_generator, format_report
+
+    pipe = load_pipeline(None)
+    good = pipe.unet
+    bad = UNet2DConditionModel.from_pretrained(str(args.guide)).eval() if args.guide else None
+
+    def run(model: Any, x: torch.Tensor, t: torch.Tensor, e: PromptEmbeddings) -> torch.Tensor:
+        return model(x, t.expand(x.shape[0]), encoder_hidden_states=e.tokens,
+                     encoder_attention_mask=e.mask, class_labels=e.pooled).sample
+
+    @torch.no_grad()
+    def generate(prompts: list[str], seeds: list[int]) -> list[Any]:
+        n = len(prompts)
+        cond = pipe.encode_prompts(prompts)
+        uncond = pipe.encode_prompts([""]).index([0] * n)
+        both = PromptEmbeddings.cat([uncond, cond])
+        c, r = good.config.in_channels, good.config.sample_size
+        lat = torch.stack([torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s))
+                           for s in seeds])
+        sch = pipe.scheduler
+        sch.set_timesteps(args.steps)
+        sch.set_begin_index(0)
+        for i, t in enumerate(sch.timesteps):
+            sigma = float(sch.sigmas[i])
+            if args.rule == "ag":
+                vc, bc = run(good, lat, t, cond), run(bad, lat, t, cond)
+                v = bc + args.w * (vc - bc)
+            elif args.rule == "cfg_badu":
+                vc, bu = run(good, lat, t, cond), run(bad, lat, t, uncond)
+                v = bu + args.w * (vc - bu)
+            else:
+                vu, vc = run(good, torch.cat([lat] * 2), t, both).chunk(2)
+                w = args.whi if args.rule == "sched" and sigma > args.thr else args.w
+                v = vu + w * (vc - vu)
+                if args.rule == "cfg_ag":
+                    v = v + args.a * (vc - run(bad, lat, t, cond))
+                elif args.rule == "rescale":
+                    spread = vc.std(dim=(1, 2, 3), keepdim=True) / v.std(dim=(1, 2, 3), keepdim=True)
+                    v = args.phi * v * spread + (1 - args.phi) * v
+                elif args.rule == "apg":
+                    dc, du = lat - sigma * vc, lat - sigma * vu
+                    d = (dc - du).flatten(1)
+                    unit = dc.flatten(1) / dc.flatten(1).norm(dim=1, keepdim=True)
+                    par = (d * unit).sum(1, keepdim=True) * unit
+                    guided = dc + (args.w - 1) * ((d - par) + args.eta * par).view_as(dc)
+                    v = (lat - guided) / max(sigma, 1e-4)
+            lat = sch.step(v, t, lat).prev_sample
+        return to_pil(pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample.float())
+
+    settings = get_settings()
+    corpus = load_eval_corpus(settings.corpus_dir / "64px")
+    rows = select_prompts(corpus, split=args.split, n=args.n, seed=args.seed)
+    judges = ensure_judges(corpus, settings.home)
+    report = evaluate_generator(generate, rows, corpus=corpus, judges=judges, name=f"rule {args.rule}",
+                                batch_size=16, settings={k: str(v) for k, v in vars(args).items()})
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
