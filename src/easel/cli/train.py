@@ -174,18 +174,18 @@ def _transformer_layers(text: str | None, init_from: Path | None) -> tuple[int, 
 
 def _sigma_range(text: str | None) -> tuple[float, float]:
     """``--sigma-range LO,HI`` as floats with 0 ≤ LO < HI ≤ 1; the whole path when not given."""
+    from easel.diffusion.defaults import check_guidance_interval
     from easel.errors import BadInput
 
     if text is None:
         return (0.0, 1.0)
-    hint = "noise levels from 0 (the picture) to 1 (pure noise), e.g. --sigma-range 0.6,1"
     try:
         lo, hi = (float(x) for x in text.split(","))
     except ValueError:
-        raise BadInput(f"--sigma-range: expected two numbers LO,HI, got {text!r}", hint=hint) from None
-    if not 0.0 <= lo < hi <= 1.0:  # also refuses nan
-        raise BadInput(f"--sigma-range: need 0 ≤ LO < HI ≤ 1, got {text!r}", hint=hint)
-    return (lo, hi)
+        raise BadInput(f"--sigma-range: expected two numbers LO,HI, got {text!r}",
+                       hint="noise levels from 0 (the picture) to 1 (pure noise), "
+                            "e.g. --sigma-range 0.6,1") from None
+    return check_guidance_interval((lo, hi), "--sigma-range")  # the same noise-level bounds
 
 
 @train_app.command("base")

@@ -17,7 +17,7 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -466,9 +466,7 @@ def save_model_dir(out_dir: Path, unet: UNet2DConditionModel, vae: AutoencoderKL
     The upscaler is copied from ``upscaler_dir`` (a saved ``EaselUpscaler``) when given.
     """
     import shutil
-    import tempfile
 
-    from easel.diffusion.model_card import write_model_card
     from easel.diffusion.pipeline import EaselPipeline
 
     upscaler = None
@@ -477,16 +475,32 @@ def save_model_dir(out_dir: Path, unet: UNet2DConditionModel, vae: AutoencoderKL
 
         upscaler = EaselUpscaler.from_pretrained(str(upscaler_dir))
     pipe = EaselPipeline(unet=unet, vae=vae, scheduler=new_scheduler(), upscaler=upscaler)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as tmp:
-        staging = Path(tmp) / "model"
-        pipe.save_pretrained(str(staging), safe_serialization=True)
+
+    def fill(staging: Path) -> None:
         for extra in ("README.md", "training.json"):
             if upscaler_dir is not None and (upscaler_dir / extra).exists():
                 shutil.copy2(upscaler_dir / extra, staging / "upscaler" / extra)
         if card.get("autoencoder"):  # so that `--init-from` this directory finds it again
             record = json.dumps(card["autoencoder"], indent=2) + "\n"
             (staging / "vae" / AUTOENCODER_RECORD).write_text(record)
+
+    return write_pipeline_dir(out_dir, pipe, card, fill)
+
+
+def write_pipeline_dir(out_dir: Path, pipe: Any, card: dict[str, Any],
+                       fill: Callable[[Path], None]) -> Path:
+    """Save ``pipe`` and its ``card`` as ``out_dir`` atomically: into a staging folder beside
+    it (``fill(staging)`` adds the records diffusers does not save), then renamed into place,
+    so a crash leaves the old directory or the new one, never half of one."""
+    import tempfile
+
+    from easel.diffusion.model_card import write_model_card
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as tmp:
+        staging = Path(tmp) / "model"
+        pipe.save_pretrained(str(staging), safe_serialization=True)
+        fill(staging)
         write_model_card(staging, card)
         old = Path(tmp) / "old"
         if out_dir.exists():
@@ -634,15 +648,14 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
     less the base model's, which it started from), and the model id gains ``-h<expert steps>``.
     """
     import shutil
-    import tempfile
 
-    from easel.diffusion.model_card import DECODER_SUFFIX, plain_model_id, read_model_card, write_model_card
-    from easel.diffusion.pipeline import load_pipeline
+    from easel.diffusion.model_card import DECODER_SUFFIX, plain_model_id, read_model_card
+    from easel.diffusion.pipeline import check_expert, load_pipeline
     from easel.errors import BadInput
 
     lo, hi = config.sigma_range
-    if not 0.0 < lo < 1.0 or hi != 1.0:
-        raise BadInput(f"a high-noise expert is trained on LO,1 with 0 < LO < 1, not {lo:g},{hi:g}")
+    if hi != 1.0:  # check_expert below refuses a LO outside (0, 1)
+        raise BadInput(f"a high-noise expert is trained on LO,1, not {lo:g},{hi:g}")
     card = read_model_card(base_dir)
     if not card:
         raise BadInput(f"{base_dir} has no model card", hint="give a directory written by `easel train base`")
@@ -652,8 +665,6 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
            "cpu_seconds": round(state.cpu_seconds - float(base["cpu_seconds"]), 1)}
     pipe = load_pipeline(base_dir, device="cpu")
     expert = state.ema
-    from easel.diffusion.pipeline import check_expert
-
     check_expert(pipe.unet, expert, lo)
     pipe.register_modules(unet_high_noise=expert)
     pipe.register_to_config(high_noise_sigma=float(lo))
@@ -672,17 +683,11 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
         "config": config.to_dict(),
     }
     card["evaluation"] = {}  # the base model's figures do not describe the pair
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
-        staging = Path(tmp) / "model"
-        pipe.save_pretrained(str(staging), safe_serialization=True)
+
+    def fill(staging: Path) -> None:
         for part, extra in (("upscaler", "README.md"), ("upscaler", "training.json"),
                             ("vae", AUTOENCODER_RECORD)):
             if (base_dir / part / extra).exists():
                 shutil.copy2(base_dir / part / extra, staging / part / extra)
-        write_model_card(staging, card)
-        old = Path(tmp) / "old"
-        if out.exists():
-            out.rename(old)
-        staging.rename(out)
-    return out
+
+    return write_pipeline_dir(out, pipe, card, fill)
