@@ -6,6 +6,7 @@ from pathlib import Path
 
 from easel.corpus.manifest import load_manifest
 from easel.corpus.sources import fetch_sources
+from easel.diffusion.pipeline import SHIPPED_MODEL_DIR
 from easel.registry.lineage import record_model
 from easel.registry.policy import disallowed_items, works_by_source
 from easel.registry.store import registry_session
@@ -87,7 +88,7 @@ def test_icons_are_prepared_in_worker_processes_in_order() -> None:
 
 
 def test_every_trainer_refuses_a_manifest_that_lost_consent(easel_home: Path, fixture_packages: dict) -> None:
-    """`easel train autoencoder|base|upscaler` and `easel audit train` check the manifest
+    """`easel train autoencoder|base|upscaler|style-guide` and `easel audit train` check the manifest
     against the registry *now*."""
     fetch_sources(easel_home / "sources", list(fixture_packages.values()))
     run_cli("registry", "import-corpus", check=True)
@@ -102,6 +103,8 @@ def test_every_trainer_refuses_a_manifest_that_lost_consent(easel_home: Path, fi
                  ["train", "base", "--vae", str(out / "vae"), "--out", str(out / "model"), "--steps", "1"],
                  ["train", "upscaler", "--out", str(out / "up"), "--minutes", "0.01"],
                  ["audit", "train", "--out", str(out / "desc"), "--checkpoints", str(out / "desc-ckpt"),
+                  "--steps", "1"],
+                 ["train", "style-guide", "--init-from", str(SHIPPED_MODEL_DIR), "--out", str(out / "guided"),
                   "--steps", "1"]):
         proc = run_cli(*args)
         assert proc.returncode != 0, args

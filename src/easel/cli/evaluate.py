@@ -114,6 +114,10 @@ def model(
     style_guidance: float = typer.Option(SAMPLING.style_guidance_scale, "--style-guidance",
                                          help="Extra guidance towards the prompt's style tag "
                                               "(full prompt minus caption alone; 0 = off)."),
+    classifier_guidance: float | None = typer.Option(
+        None, "--classifier-guidance",
+        help="Style classifier guidance scale, for a model with a style classifier (`easel train "
+             "style-guide`); 0 = off. Default: the model's own."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first prompt (prompt i uses seed + i)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generator call."),
     manifest: Path | None = typer.Option(None, "--manifest", help=_MANIFEST_HELP),
@@ -140,6 +144,10 @@ def model(
     if interval is not None and reference is not None:
         raise BadInput("--guidance-interval is a sampler setting; a --reference has no sampler")
     check_guidance(style_guidance, "--style-guidance")
+    if classifier_guidance is not None:
+        check_guidance(classifier_guidance, "--classifier-guidance")
+        if reference is not None:
+            raise BadInput("--classifier-guidance is a sampler setting; a --reference has no sampler")
     model_id, target = None, None
     if record:
         from easel.diffusion.model_card import read_model_card
@@ -163,13 +171,19 @@ def model(
             run_settings["model"] = str(model_dir)
     else:
         generator = PipelineGenerator(model_dir, steps=steps, guidance=guidance, guidance_interval=interval,
-                                      style_guidance=style_guidance)
+                                      style_guidance=style_guidance,
+                                      classifier_guidance=classifier_guidance)
         name = f"model:{model_dir or 'shipped'}"
         run_settings = {"steps": steps, "guidance": guidance, "model": str(model_dir or "shipped")}
         if style_guidance:
             run_settings["style_guidance"] = style_guidance
         if interval is not None:
             run_settings["guidance_interval"] = list(interval)
+        config = generator.pipe.config  # the scale in force: the flag's, else the model's own
+        in_force = classifier_guidance if classifier_guidance is not None else float(
+            config.get("classifier_guidance_scale", 0.0))
+        if in_force and generator.pipe.style_classifier is not None:
+            run_settings["classifier_guidance"] = in_force
     settings.ensure_home()
     judges = ensure_judges(corpus, settings.home)
     report = evaluate_generator(generator, rows, corpus=corpus, judges=judges, name=name,  # type: ignore[arg-type]

@@ -321,6 +321,76 @@ def base(
     typer.echo(f"trained {state.step} steps ({state.samples} samples, {state.seconds / 60:.1f} min) → {out}")
 
 
+@train_app.command("style-guide")
+def style_guide(
+    init_from: Path = typer.Option(..., "--init-from", help="The model directory to guide (e.g. "
+                                   "the shipped model): its autoencoder makes the latents."),
+    out: Path = typer.Option(..., help="Model directory to write: --init-from's model with the "
+                             "style classifier beside it (may be --init-from itself: replaced "
+                             "atomically)."),
+    manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
+    steps: int = typer.Option(3000, help="Training steps."),
+    batch_size: int = typer.Option(128, help="Latents per step."),
+    width: int = typer.Option(64, help="Classifier width (channels: w, 2w, 2w)."),
+    scale: float = typer.Option(None, "--scale", help="Default classifier-guidance scale of the "
+                                "written model (0 = off; `easel generate --classifier-guidance` "
+                                "overrides it). Default: keep --init-from's."),
+    threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
+) -> None:
+    """Train a noise-aware style classifier on a model's latents and write the model with it.
+
+    The classifier learns which base set's style tag a noised latent was drawn in (the
+    consented train split, Streamline held out as for the base model); at sampling time its
+    gradient moves each step towards the prompt's style (classifier guidance). Refuses to start
+    if any manifest item is not allowed for train_base at this moment.
+    """
+    from easel.diffusion.configs import TrainConfig
+    from easel.diffusion.data import load_training_set
+    from easel.diffusion.defaults import check_guidance
+    from easel.diffusion.pipeline import load_pipeline
+    from easel.diffusion.style_guide import encode_latents, export_style_guide, train_style_classifier
+    from easel.errors import BadInput
+
+    if steps < 1:
+        raise BadInput(f"--steps must be at least 1, got {steps}")
+    if batch_size < 2 or width < 8:
+        raise BadInput(f"--batch-size must be at least 2 and --width at least 8, got "
+                       f"{batch_size} and {width}")
+    if scale is not None:
+        check_guidance(scale, "--scale")
+    if not (init_from / "model_index.json").exists():
+        raise BadInput(f"{init_from} is not an Easel model directory (no model_index.json)",
+                       hint="give a directory written by `easel train base`, e.g. src/easel/models/embedded")
+    _threads(threads)
+    path = _manifest(manifest)
+    consent = consent_check(path)
+    held_out = tuple(TrainConfig().held_out_sets)
+    data = load_training_set(path, ("train", "val"), held_out)
+    in_train = [i for i, r in enumerate(data.rows) if r["split"] == "train"]
+    in_val = [i for i, r in enumerate(data.rows) if r["split"] == "val"]
+    if not in_train:
+        raise BadInput(f"manifest {path} has no train-split rows outside {', '.join(held_out)}")
+    pipe = load_pipeline(init_from, device="cpu")
+    latents = encode_latents(data.images[in_train], pipe.vae)
+    val_latents = encode_latents(data.images[in_val], pipe.vae) if in_val else None
+    result = train_style_classifier(
+        latents, [data.rows[i]["style_tag"] for i in in_train], steps=steps, batch_size=batch_size,
+        width=width, val_latents=val_latents, val_tags=[data.rows[i]["style_tag"] for i in in_val])
+    export_style_guide(out, init_from, result, data.dataset_id, consent_events=len(consent),
+                       guidance_scale=scale)
+    from easel.db import session_scope
+    from easel.diffusion.model_card import read_model_card
+    from easel.registry.lineage import record_model
+
+    with session_scope(get_settings().db_url) as session:
+        # The classifier learned from this dataset: `easel registry affected` names the model.
+        record_model(session, read_model_card(out)["model_id"], data.dataset_id, kind="base",
+                     path=str(out))
+    said = ", ".join(f"{k} {v:.3f}" for k, v in result.accuracy.items()) or "not measured (no val split)"
+    typer.echo(f"style classifier: {result.steps} steps in {result.seconds / 60:.1f} min; "
+               f"val accuracy {said} → {out}")
+
+
 def register(app: typer.Typer) -> None:
     try:
         from easel.cli import upscale

