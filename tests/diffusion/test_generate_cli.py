@@ -78,6 +78,7 @@ def test_generate_img2img_and_inpaint(tiny_model: Path, tmp_path: Path) -> None:
     (["fox", "--init-image", "INIT", "--strength", "-0.5"], "strength"),
     (["fox", "--init-image", "INIT", "--mask", "SMALLMASK"], "--mask is (32, 32)"),
     (["fox", "--init-image", "NOTIMAGE"], "--init-image"),
+    (["fox", "--classifier-guidance", "-1"], "--classifier-guidance must be between 0 and"),
 ])
 def test_generate_bad_input(tiny_model: Path, tmp_path: Path, args: list[str], message: str) -> None:
     init = tmp_path / "init.png"

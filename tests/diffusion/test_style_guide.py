@@ -232,3 +232,21 @@ def test_train_style_guide_on_a_consented_manifest_writes_a_guided_model(
     assert pipe.config.classifier_guidance_scale == 2.0 and pipe.style_classifier.tags == record["style_tags"]
     report = run_cli("registry", "affected", "--artist", "stripes", check=True).stdout
     assert "easel-embedded-test-s10-c3" in report
+
+
+def test_easel_generate_guides_with_the_models_scale_and_records_it(guided_dir: Path, tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    env = {"EASEL_HOME": str(tmp_path / "home")}
+    for extra, recorded in (([], '"classifier_guidance_scale": 3.0'),
+                            (["--classifier-guidance", "0"], None)):
+        out = tmp_path / f"out{len(extra)}"
+        run_cli("generate", "fox face", "--style", "twemoji", "-n", "1", "--seed", "3", "--steps", "2",
+                "--no-upscale", "--model-dir", str(guided_dir), "-o", str(out), *extra, env=env, check=True)
+        shown = run_cli("verify", str(next(out.glob("*.png"))), env=env, check=True).stdout
+        if recorded:
+            assert recorded in shown, shown
+        else:
+            assert "classifier_guidance_scale" not in shown, shown
+    proc = run_cli("generate", "fox face", "--model", str(guided_dir), "--classifier-guidance", "2", env=env)
+    assert proc.returncode == 2 and "drop --model" in proc.stderr, proc.stderr

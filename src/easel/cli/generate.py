@@ -64,6 +64,10 @@ def generate(
     steps: int = typer.Option(SAMPLING.steps, help=f"Sampler steps (1–{SAMPLING.max_steps})."),
     guidance: float = typer.Option(SAMPLING.guidance_scale,
                                    help=f"Classifier-free guidance scale (0–{SAMPLING.max_guidance:g})."),
+    classifier_guidance: float = typer.Option(
+        None, "--classifier-guidance",
+        help="Style classifier guidance scale, for an Easel model with a style classifier "
+             "(`easel train style-guide`); 0 = off. Default: the model's own."),
     init_image: Path = typer.Option(None, "--init-image", help="Image-to-image: start from this image."),
     strength: float = typer.Option(SAMPLING.strength,
                                    help="Image-to-image strength in (0, 1]: how much to change."),
@@ -97,6 +101,11 @@ def generate(
     if len(prompt) > MAX_PROMPT_CHARS:
         raise BadInput(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}")
     check_guidance(guidance, "--guidance")
+    if classifier_guidance is not None:
+        check_guidance(classifier_guidance, "--classifier-guidance")
+        if model:
+            raise BadInput("--classifier-guidance needs an Easel model with a style classifier; "
+                           "drop --model")
     if init_image is not None and not 0.0 < strength <= 1.0:
         raise BadInput(f"--strength must be in (0, 1], got {strength}")
     personal = None
@@ -151,7 +160,8 @@ def generate(
         def render(batch: list[int]) -> tuple[list, dict]:
             output = pipe([full_prompt] * len(batch), seeds=batch, num_inference_steps=steps,
                           guidance_scale=guidance, image=init, strength=strength,
-                          mask_image=mask_img, upscale=not no_upscale)
+                          mask_image=mask_img, upscale=not no_upscale,
+                          classifier_guidance_scale=classifier_guidance)
             return output.images, output.parameters
 
         images, params = render(seeds)

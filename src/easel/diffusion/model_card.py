@@ -126,8 +126,9 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
                   f"parameters, tags: {', '.join(guide['style_tags'])}); at each sampler step its "
                   "gradient towards the prompt's style tag moves the velocity (classifier guidance). "
                   "Prompts without one of these tags are not guided.",
-                  f"- default scale: {scale:g}" if scale is not None else
-                  "- default scale: the pipeline's (see model_index.json)",
+                  f"- default scale: {scale:g}" + (" (off: `easel generate --classifier-guidance W` "
+                                                    "or `easel eval model --classifier-guidance W` "
+                                                    "turns it on)" if not scale else ""),
                   f"- trained {guide['steps']} steps, {guide['seconds'] / 60:.1f} min, on "
                   f"{guide['train_items']} latents of dataset `{guide['dataset_id']}`; "
                   f"{guide.get('consent', '')}",

@@ -222,7 +222,8 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
     """Write ``base_dir``'s model with ``result``'s classifier as its ``style_classifier``.
 
     Everything else in the model stays as it is; the card gains a ``style_classifier`` record,
-    ``guidance_scale``, when given, becomes the pipeline's default scale, and the model id gains
+    ``guidance_scale`` becomes the pipeline's default scale (None: the base model's stays, 0 = off
+    when it has none), and the model id gains
     ``-c<classifier steps>``.
     ``out`` may be ``base_dir`` itself: the directory is replaced atomically."""
     import re
@@ -241,8 +242,9 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
         raise BadInput(f"the classifier reads {result.classifier.config.in_channels} latent channels, "
                        f"{base_dir}'s UNet {pipe.unet.config.in_channels}")
     pipe.register_modules(style_classifier=result.classifier)
-    if guidance_scale is not None:
-        pipe.register_to_config(classifier_guidance_scale=float(guidance_scale))
+    if guidance_scale is None:  # keep the base model's default, and say which it is
+        guidance_scale = float(pipe.config.get("classifier_guidance_scale", 0.0))
+    pipe.register_to_config(classifier_guidance_scale=float(guidance_scale))
     base_id = str(card["model_id"])
     decoder = DECODER_SUFFIX.search(base_id)
     stem = re.sub(rf"{STYLE_GUIDE_SUFFIX}\d+$", "", plain_model_id(base_id))  # a new one replaces one
