@@ -189,3 +189,35 @@ def test_simultaneous_uploads_of_one_picture_register_once(db_url: str,
     winner = next(a for a in outcomes if a not in refused)
     assert outcomes[winner] in outcomes[refused[0]]
     assert snapshot(db_url).works == 1
+
+
+def test_descriptors_prepared_for_a_batch_are_those_of_one_at_a_time(
+        db_url: str, two_artists: dict[str, str]) -> None:
+    """``IngestDescriptors.prepare`` (the corpus import's one encoder pass per batch) stores the
+    same copy and style descriptors as describing each work alone, and a copy later in the same
+    prepared batch is still refused by the works registered before it."""
+    import numpy as np
+
+    from easel.audit.encoder import COPY_KIND, STYLE_KIND, describe_references, load_encoder
+    from easel.registry.descriptors import load_descriptors
+    from easel.registry.validate import load_image
+
+    pictures = [encode(artwork(30)), encode(artwork(31))]
+    copy = encode(artwork(30).transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG", quality=50)
+    loaded = [load_image(data, "x") for data in [*pictures, copy]]
+    with registry_session(db_url) as session:
+        ingestor = Ingestor(session, index_dir(db_url))
+        ingestor.descriptors.prepare([(im.sha256, im.image) for im in loaded])
+        assert len(ingestor.descriptors._references) == 3
+        for i, data in enumerate(pictures):
+            ingestor.ingest(data, get_artist(session, "alice"), f"work {i}", "CC-BY-4.0")
+        with pytest.raises(PermissionDenied):
+            ingestor.ingest(copy, get_artist(session, "bob"), "bob's copy", "CC-BY-4.0")
+    ingestor.finish()
+    views, whole = describe_references(load_encoder(), [im.image for im in loaded[:2]])
+    with registry_session(db_url) as session:
+        _, stored_views = load_descriptors(session, COPY_KIND)
+        _, stored_styles = load_descriptors(session, STYLE_KIND)
+    assert stored_views.shape == views.shape and stored_styles.shape == whole.style.shape
+    assert np.abs(stored_views - views.numpy()).max() < 1e-5
+    assert np.abs(stored_styles - whole.style.numpy()).max() < 1e-5

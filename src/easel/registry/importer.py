@@ -122,8 +122,13 @@ def import_corpus(url: str, sources_dir: Path, sets: list[IconSet], keys_dir: Pa
                 break
             done += len(batch)
             with registry_session(url) as session:
-                lock(session)
                 ingestor = Ingestor(session, folder)
+                # Descriptors for the whole batch in one encoder pass (IngestDescriptors.prepare),
+                # before the ledger lock: the checks and inserts under it need no encoder.
+                ingestor.descriptors.prepare([(loaded.sha256, loaded.image)
+                                              for _, _, loaded, _, error in batch
+                                              if error is None and loaded is not None])
+                lock(session)
                 owner = session.get(Artist, icon_set.set_id)
                 assert owner is not None
                 for item_id, data, loaded, fp, error in batch:
