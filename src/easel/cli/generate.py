@@ -64,7 +64,7 @@ def generate(
     steps: int = typer.Option(SAMPLING.steps, help=f"Sampler steps (1–{SAMPLING.max_steps})."),
     guidance: float = typer.Option(SAMPLING.guidance_scale,
                                    help=f"Classifier-free guidance scale (0–{SAMPLING.max_guidance:g})."),
-    classifier_guidance: float = typer.Option(
+    classifier_guidance: float | None = typer.Option(
         None, "--classifier-guidance",
         help="Style classifier guidance scale, for an Easel model with a style classifier "
              "(`easel train style-guide`); 0 = off. Default: the model's own."),
