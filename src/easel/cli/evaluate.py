@@ -179,10 +179,8 @@ def model(
             run_settings["style_guidance"] = style_guidance
         if interval is not None:
             run_settings["guidance_interval"] = list(interval)
-        config = generator.pipe.config  # the scale in force: the flag's, else the model's own
-        in_force = classifier_guidance if classifier_guidance is not None else float(
-            config.get("classifier_guidance_scale", 0.0))
-        if in_force and generator.pipe.style_classifier is not None:
+        in_force = generator.pipe.classifier_guidance_in_force(classifier_guidance)
+        if in_force:
             run_settings["classifier_guidance"] = in_force
     settings.ensure_home()
     judges = ensure_judges(corpus, settings.home)

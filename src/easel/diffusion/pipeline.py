@@ -85,6 +85,14 @@ class EaselPipeline(DiffusionPipeline):
             return expert
         return self.unet
 
+    def classifier_guidance_in_force(self, scale: float | None = None) -> float:
+        """The style classifier guidance scale a call with ``scale`` samples with: ``scale``, or
+        the model's default when None; 0 when the pipeline has no style classifier. Checked."""
+        if scale is None:
+            scale = float(self.config.get("classifier_guidance_scale", 0.0))
+        check_guidance(scale, "classifier_guidance_scale")
+        return scale if self.style_classifier is not None else 0.0
+
     # -- helpers -----------------------------------------------------------------------
     @property
     def base_resolution(self) -> int:
@@ -189,9 +197,7 @@ class EaselPipeline(DiffusionPipeline):
         if guidance_interval is not None:
             guidance_interval = check_guidance_interval(guidance_interval)
         check_guidance(style_guidance_scale, "style_guidance_scale")
-        if classifier_guidance_scale is None:
-            classifier_guidance_scale = float(self.config.get("classifier_guidance_scale", 0.0))
-        check_guidance(classifier_guidance_scale, "classifier_guidance_scale")
+        classifier_guidance_scale = self.classifier_guidance_in_force(classifier_guidance_scale)
         n = len(prompts)
         if seeds is None:
             seeds = [secrets.randbits(31) for _ in range(n)]

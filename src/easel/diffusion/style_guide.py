@@ -226,12 +226,11 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
     when it has none), and the model id gains
     ``-c<classifier steps>``.
     ``out`` may be ``base_dir`` itself: the directory is replaced atomically."""
-    import re
     from pathlib import Path
 
-    from easel.diffusion.model_card import DECODER_SUFFIX, plain_model_id, read_model_card
+    from easel.diffusion.model_card import read_model_card
     from easel.diffusion.pipeline import load_pipeline
-    from easel.diffusion.training import AUTOENCODER_RECORD, write_pipeline_dir
+    from easel.diffusion.training import carry_records, consent_text, with_id_part, write_pipeline_dir
 
     base_dir, out = Path(base_dir), Path(out)
     card = read_model_card(base_dir)
@@ -246,22 +245,10 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
         guidance_scale = float(pipe.config.get("classifier_guidance_scale", 0.0))
     pipe.register_to_config(classifier_guidance_scale=float(guidance_scale))
     base_id = str(card["model_id"])
-    decoder = DECODER_SUFFIX.search(base_id)
-    stem = re.sub(rf"{STYLE_GUIDE_SUFFIX}\d+$", "", plain_model_id(base_id))  # a new one replaces one
-    card["model_id"] = f"{stem}{STYLE_GUIDE_SUFFIX}{result.steps}" + (decoder.group(0) if decoder else "")
-    consent = (f"every item checked with the registry policy for train_base before training "
-               f"({consent_events} items with consent-event ids)" if consent_events
-               else "not checked against a registry")
-    card["style_classifier"] = classifier_record(result, dataset_id, from_model=base_id, consent=consent,
+    card["model_id"] = with_id_part(base_id, STYLE_GUIDE_SUFFIX, result.steps)
+    card["style_classifier"] = classifier_record(result, dataset_id, from_model=base_id,
+                                                 consent=consent_text(consent_events),
                                                  guidance_scale=guidance_scale)
     card["evaluation"] = {}  # the base model's figures do not describe the guided model
 
-    records = (("upscaler", "README.md"), ("upscaler", "training.json"), ("vae", AUTOENCODER_RECORD))
-    saved = {(part, extra): (base_dir / part / extra).read_bytes() for part, extra in records
-             if (base_dir / part / extra).exists()}
-
-    def fill(staging: Path) -> None:  # read before the write: out may be base_dir
-        for (part, extra), data in saved.items():
-            (staging / part / extra).write_bytes(data)
-
-    return write_pipeline_dir(out, pipe, card, fill)
+    return write_pipeline_dir(out, pipe, card, carry_records(base_dir))

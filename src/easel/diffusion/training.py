@@ -538,9 +538,7 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
         "easel_version": __version__,
         "dataset_id": data.dataset_id,
         "manifest": str(data.manifest_path),
-        "consent": (f"every item checked with the registry policy for train_base before training "
-                    f"({consent_events} items with consent-event ids)" if consent_events
-                    else "not checked against a registry"),
+        "consent": consent_text(consent_events),
         "sources": sources_from_rows(data.rows),
         "objective": OBJECTIVE_TEXT,
         "training": {
@@ -632,6 +630,42 @@ def install_decoder(model_dir: Path, vae_dir: Path) -> str:
     return str(card["model_id"])
 
 
+def consent_text(consent_events: int) -> str:
+    """What a model card says about the consent check behind a trained part."""
+    if not consent_events:
+        return "not checked against a registry"
+    return (f"every item checked with the registry policy for train_base before training "
+            f"({consent_events} items with consent-event ids)")
+
+
+def with_id_part(model_id: str, suffix: str, steps: int) -> str:
+    """``model_id`` naming one more part: ``…-s32174-d4429`` with suffix ``-h`` and 2000 steps
+    is ``…-s32174-h2000-d4429``. A part of that kind already in the id is replaced (a new expert
+    or guide replaces one), and the decoder's ``-d<steps>`` stays last."""
+    from easel.diffusion.model_card import DECODER_SUFFIX, plain_model_id
+
+    decoder = DECODER_SUFFIX.search(model_id)
+    stem = re.sub(rf"{re.escape(suffix)}\d+$", "", plain_model_id(model_id))
+    return f"{stem}{suffix}{steps}" + (decoder.group(0) if decoder else "")
+
+
+CARRIED_RECORDS = (("upscaler", "README.md"), ("upscaler", "training.json"), ("vae", AUTOENCODER_RECORD))
+"""Files of a model directory that ``save_pretrained`` does not write, kept by exports built on it."""
+
+
+def carry_records(base_dir: Path) -> Callable[[Path], None]:
+    """A ``fill`` for ``write_pipeline_dir`` that puts ``base_dir``'s ``CARRIED_RECORDS`` into the
+    staging folder. They are read now, so the export may replace ``base_dir`` itself."""
+    saved = {(part, name): (base_dir / part / name).read_bytes() for part, name in CARRIED_RECORDS
+             if (base_dir / part / name).exists()}
+
+    def fill(staging: Path) -> None:
+        for (part, name), data in saved.items():
+            (staging / part / name).write_bytes(data)
+
+    return fill
+
+
 EXPERT_SUFFIX = "-h"
 """Part of a model id whose pipeline has a high-noise expert: ``…-s32174-h2700-d4429`` is the
 denoiser of step 32,174, an expert trained 2,700 steps beside it, and decoder d4429."""
@@ -647,9 +681,7 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
     ``high_noise_expert`` record with the expert's own steps, samples and CPU time (its counters
     less the base model's, which it started from), and the model id gains ``-h<expert steps>``.
     """
-    import shutil
-
-    from easel.diffusion.model_card import DECODER_SUFFIX, plain_model_id, read_model_card
+    from easel.diffusion.model_card import read_model_card
     from easel.diffusion.pipeline import check_expert, load_pipeline
     from easel.errors import BadInput
 
@@ -669,14 +701,10 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
     pipe.register_modules(unet_high_noise=expert)
     pipe.register_to_config(high_noise_sigma=float(lo))
     base_id = str(card["model_id"])
-    decoder = DECODER_SUFFIX.search(base_id)
-    stem = re.sub(rf"{EXPERT_SUFFIX}\d+$", "", plain_model_id(base_id))  # a new expert replaces one
-    card["model_id"] = f"{stem}{EXPERT_SUFFIX}{own['steps']}" + (decoder.group(0) if decoder else "")
+    card["model_id"] = with_id_part(base_id, EXPERT_SUFFIX, int(own["steps"]))
     card["high_noise_expert"] = {
         "sigma": float(lo), "from_model": base_id, "dataset_id": dataset_id,
-        "consent": (f"every item checked with the registry policy for train_base before training "
-                    f"({consent_events} items with consent-event ids)" if consent_events
-                    else "not checked against a registry"),
+        "consent": consent_text(consent_events),
         **own, "device": str(pick_device(device)),
         "final_loss": state.losses[-1] if state.losses else None,
         "unet_parameters": sum(p.numel() for p in expert.parameters()),
@@ -684,10 +712,4 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
     }
     card["evaluation"] = {}  # the base model's figures do not describe the pair
 
-    def fill(staging: Path) -> None:
-        for part, extra in (("upscaler", "README.md"), ("upscaler", "training.json"),
-                            ("vae", AUTOENCODER_RECORD)):
-            if (base_dir / part / extra).exists():
-                shutil.copy2(base_dir / part / extra, staging / part / extra)
-
-    return write_pipeline_dir(out, pipe, card, fill)
+    return write_pipeline_dir(out, pipe, card, carry_records(base_dir))
