@@ -23,9 +23,10 @@ Slow (2–4 minutes a rule on one core): not a test.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from benchmarks.judged import add_prompt_options, score
 
 RULES = ("cfg", "ag", "cfg_ag", "cfg_badu", "apg", "rescale", "sched")
 
@@ -41,10 +42,7 @@ def main() -> None:
     parser.add_argument("--whi", type=float, default=9.0)
     parser.add_argument("--thr", type=float, default=0.6)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--split", default="train,val")
-    parser.add_argument("-n", type=int, default=140)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None)
+    add_prompt_options(parser, model=False)
     args = parser.parse_args()
     if args.rule in ("ag", "cfg_ag", "cfg_badu") and args.guide is None:
         parser.error(f"--rule {args.rule} needs --guide (a UNet directory)")
@@ -52,13 +50,9 @@ def main() -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from easel.config import get_settings
     from easel.diffusion.data import to_pil
     from easel.diffusion.pipeline import load_pipeline
     from easel.diffusion.text_encoder import PromptEmbeddings
-    from easel.evaluation.data import load_eval_corpus, select_prompts
-    from easel.evaluation.judges import ensure_judges
-    from easel.evaluation.report import evaluate_generator, format_report
 
     pipe = load_pipeline(None)
     good = pipe.unet
@@ -107,15 +101,7 @@ def main() -> None:
             lat = sch.step(v, t, lat).prev_sample
         return to_pil(pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample.float())
 
-    settings = get_settings()
-    corpus = load_eval_corpus(settings.corpus_dir / "64px")
-    rows = select_prompts(corpus, split=args.split, n=args.n, seed=args.seed)
-    judges = ensure_judges(corpus, settings.home)
-    report = evaluate_generator(generate, rows, corpus=corpus, judges=judges, name=f"rule {args.rule}",
-                                batch_size=16, settings={k: str(v) for k, v in vars(args).items()})
-    print(format_report(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
+    score(generate, args, f"rule {args.rule}", {k: str(v) for k, v in vars(args).items()})
 
 
 if __name__ == "__main__":

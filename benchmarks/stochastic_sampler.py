@@ -20,10 +20,10 @@ Slow (3–6 minutes a setting on one core): not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from pathlib import Path
 from typing import Any
+
+from benchmarks.judged import add_prompt_options, score
 
 
 def main() -> None:
@@ -35,11 +35,7 @@ def main() -> None:
                         help="noise the result back to this level and denoise it again (0: no restart)")
     parser.add_argument("--guidance", type=float, default=None, help="default: the pipeline's")
     parser.add_argument("--steps", type=int, default=None, help="default: the pipeline's")
-    parser.add_argument("--model", type=Path, default=None, help="model directory (default: shipped)")
-    parser.add_argument("--split", default="train,val")
-    parser.add_argument("-n", type=int, default=140)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None)
+    add_prompt_options(parser)
     args = parser.parse_args()
     if not 0.0 <= args.eta <= 1.0:
         parser.error(f"--eta must be in [0, 1], got {args.eta}")
@@ -48,14 +44,10 @@ def main() -> None:
 
     import torch
 
-    from easel.config import get_settings
     from easel.diffusion.data import to_pil
     from easel.diffusion.defaults import SAMPLING
     from easel.diffusion.pipeline import load_pipeline
     from easel.diffusion.text_encoder import PromptEmbeddings
-    from easel.evaluation.data import load_eval_corpus, select_prompts
-    from easel.evaluation.judges import ensure_judges
-    from easel.evaluation.report import evaluate_generator, format_report
 
     guidance = SAMPLING.guidance_scale if args.guidance is None else args.guidance
     steps = SAMPLING.steps if args.steps is None else args.steps
@@ -93,17 +85,8 @@ def main() -> None:
             lat = integrate(lat, [args.restart * (1 - k / m) for k in range(m + 1)])
         return to_pil(pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample.float())
 
-    settings = get_settings()
-    corpus = load_eval_corpus(settings.corpus_dir / "64px")
-    rows = select_prompts(corpus, split=args.split, n=args.n, seed=args.seed)
-    judges = ensure_judges(corpus, settings.home)
-    report = evaluate_generator(generate, rows, corpus=corpus, judges=judges,
-                                name=(f"ancestral η {args.eta:g} on σ in [{args.lo:g}, {args.hi:g}], "
-                                      f"restart {args.restart:g}"),
-                                batch_size=16, settings={k: str(v) for k, v in vars(args).items()})
-    print(format_report(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
+    score(generate, args, (f"ancestral η {args.eta:g} on σ in [{args.lo:g}, {args.hi:g}], "
+                           f"restart {args.restart:g}"), {k: str(v) for k, v in vars(args).items()})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""Shared by the benchmarks that score a sampler with the shipped judges, as ``easel eval model``
+does: the prompt options (``--split``, ``-n``, ``--seed``, ``--json``, and ``--model``) and the
+scoring, printing and writing of the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def add_prompt_options(parser: argparse.ArgumentParser, model: bool = True) -> None:
+    """The options every judged benchmark takes (``model``: also ``--model DIR``)."""
+    if model:
+        parser.add_argument("--model", type=Path, default=None, help="model directory (default: shipped)")
+    parser.add_argument("--split", default="train,val")
+    parser.add_argument("-n", type=int, default=140)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+
+
+def eval_corpus() -> Any:
+    """The 64 px evaluation corpus of ``EASEL_HOME``."""
+    from easel.config import get_settings
+    from easel.evaluation.data import load_eval_corpus
+
+    return load_eval_corpus(get_settings().corpus_dir / "64px")
+
+
+def score(generate: Callable[[list[str], list[int]], Sequence[Any]], args: argparse.Namespace, name: str,
+          settings: dict[str, Any], corpus: Any = None) -> dict[str, Any]:
+    """Score ``generate`` on ``args``' prompts with the shipped judges; print the report and write
+    it to ``args.json`` when given."""
+    from easel.config import get_settings
+    from easel.evaluation.data import select_prompts
+    from easel.evaluation.judges import ensure_judges
+    from easel.evaluation.report import evaluate_generator, format_report
+
+    corpus = corpus if corpus is not None else eval_corpus()
+    rows = select_prompts(corpus, split=args.split, n=args.n, seed=args.seed)
+    judges = ensure_judges(corpus, get_settings().home)
+    report = evaluate_generator(generate, rows, corpus=corpus, judges=judges, name=name, batch_size=16,
+                                settings=settings)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+    return report
