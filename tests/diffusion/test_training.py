@@ -367,7 +367,7 @@ def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
          "transformer_layers_per_block": [1, 1, 2]}))
     env = {"EASEL_HOME": str(tmp_path / "home")}
     cases = [("1,1", "expected 3 counts"), ("1,x,2", "three whole numbers"), ("1,1,0", "from 1 to 8"),
-             ("1,1,1", "grown, not shrunk")]
+             ("1,1,1", "grown, not shrunk"), ("2,2,2", "16x16 level has no attention block")]
     for value, message in cases:
         proc = run_cli("train", "base", "--init-from", str(model), "--out", str(tmp_path / "out"),
                        "--steps", "1", "--transformer-layers", value, env=env)

@@ -156,7 +156,7 @@ def _transformer_layers(text: str | None, init_from: Path | None) -> tuple[int, 
         current = transformer_layers_of(json.loads(config_path.read_text()))
     if text is None:
         return current
-    hint = "blocks per attention block at 16x16, 8x8 and 4x4, each 1 to 8, e.g. 1,1,2"
+    hint = "blocks per attention block at 16x16 (none there: 1), 8x8 and 4x4, each 1 to 8, e.g. 1,1,2"
     try:
         counts = [int(n) for n in text.split(",")]
     except ValueError:
@@ -166,6 +166,10 @@ def _transformer_layers(text: str | None, init_from: Path | None) -> tuple[int, 
         layers = check_transformer_layers(counts)
     except ValueError as exc:
         raise BadInput(f"--{exc}".replace("_", "-", 1), hint=hint) from None
+    if layers[0] != 1:  # unet_config: DownBlock2D / UpBlock2D at 16x16, no attention to deepen
+        raise BadInput(f"--transformer-layers {text}: the 16x16 level has no attention block, so its "
+                       "count must be 1 (a larger one would add nothing)",
+                       hint=f"deepen 8x8 or 4x4 instead, e.g. 1,{layers[1] + 1},{layers[2]}")
     if init_from is not None and any(n < c for n, c in zip(layers, current, strict=True)):
         raise BadInput(f"--transformer-layers {text}: the --init-from model has {list(current)}, and a "
                        "model can be grown, not shrunk", hint=f"give at least {','.join(map(str, current))}")
@@ -205,7 +209,8 @@ def base(
     batch_size: int = typer.Option(32, help="Samples per step."),
     width: int = typer.Option(64, help="UNet base width (channels: w, 2w, 2w)."),
     transformer_layers: str = typer.Option(None, "--transformer-layers", help="Transformer blocks "
-                                           "per attention block at 16x16, 8x8 and 4x4, e.g. 1,1,2 "
+                                           "per attention block at 16x16, 8x8 and 4x4, e.g. 1,1,2; the 16x16 level has no "
+                                           "attention, so its count is 1 "
                                            "(default: the --init-from model's, else 1,1,1). More "
                                            "than the --init-from model has grows it: the new blocks "
                                            "start as the identity, so training starts from the "
