@@ -317,6 +317,46 @@ def test_a_deepened_unet_computes_what_it_was_grown_from() -> None:
     assert any(not torch.equal(moved[k], new[k]) for k in added if "attn1.to_q" in k)
 
 
+def test_attention_added_at_16x16_starts_as_the_identity_and_trains() -> None:
+    """`--attention-16x16`: the grown UNet has attention blocks at its first level, down and up,
+    computes what it was grown from, keeps every old weight, and its new blocks learn."""
+    import pytest
+    from diffusers import UNet2DConditionModel
+
+    from easel.diffusion.configs import has_attention_16, unet_config
+    from easel.diffusion.growth import attend_at_16, deepen_unet
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**unet_config(width=32, transformer_layers=(1, 2, 2))).eval()
+    inputs = _unet_inputs()
+    with torch.no_grad():
+        before = unet(**inputs).sample
+    grown = attend_at_16(unet).eval()
+    assert has_attention_16(grown.config) and not has_attention_16(unet.config)
+    same_layout = UNet2DConditionModel(**unet_config(width=32, transformer_layers=(1, 2, 2), attention_16=True))
+    assert json.dumps(dict(grown.config), default=list) == json.dumps(dict(same_layout.config), default=list)
+    with torch.no_grad():
+        assert torch.allclose(grown(**inputs).sample, before, atol=1e-6)
+    old, new = unet.state_dict(), {k: v.clone() for k, v in grown.state_dict().items()}
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    added = [k for k in new if k not in old]
+    assert added and all(k.startswith(("down_blocks.0.attentions.", "up_blocks.2.attentions.")) for k in added)
+    deeper = deepen_unet(grown, (2, 2, 2)).eval()  # the new level can be deepened like the others
+    with torch.no_grad():
+        assert torch.allclose(deeper(**inputs).sample, before, atol=1e-6)
+    opt = torch.optim.SGD(grown.parameters(), lr=0.1)
+    grown.train()
+    for _ in range(2):
+        loss = grown(**inputs).sample.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = grown.state_dict()
+    assert any(not torch.equal(moved[k], new[k]) for k in added if k.endswith("proj_out.weight"))
+    with pytest.raises(ValueError, match="already"):
+        attend_at_16(grown)
+
+
 def test_a_unet_is_grown_not_shrunk() -> None:
     import pytest
     from diffusers import UNet2DConditionModel
@@ -367,7 +407,7 @@ def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
          "transformer_layers_per_block": [1, 1, 2]}))
     env = {"EASEL_HOME": str(tmp_path / "home")}
     cases = [("1,1", "expected 3 counts"), ("1,x,2", "three whole numbers"), ("1,1,0", "from 1 to 8"),
-             ("1,1,1", "grown, not shrunk"), ("2,2,2", "16x16 level has no attention block")]
+             ("1,1,1", "grown, not shrunk"), ("2,2,2", "add --attention-16x16")]
     for value, message in cases:
         proc = run_cli("train", "base", "--init-from", str(model), "--out", str(tmp_path / "out"),
                        "--steps", "1", "--transformer-layers", value, env=env)

@@ -142,7 +142,8 @@ def autoencoder(
         typer.echo(f"installed into {install_into} as {model_id}")
 
 
-def _transformer_layers(text: str | None, init_from: Path | None) -> tuple[int, ...]:
+def _transformer_layers(text: str | None, init_from: Path | None,
+                        attention_16: bool = False) -> tuple[int, ...]:
     """``--transformer-layers`` as three counts; by default the --init-from model's (or 1,1,1)."""
     from easel.diffusion.configs import TRANSFORMER_LAYERS, check_transformer_layers, transformer_layers_of
     from easel.errors import BadInput
@@ -166,10 +167,10 @@ def _transformer_layers(text: str | None, init_from: Path | None) -> tuple[int, 
         layers = check_transformer_layers(counts)
     except ValueError as exc:
         raise BadInput(f"--{exc}".replace("_", "-", 1), hint=hint) from None
-    if layers[0] != 1:  # unet_config: DownBlock2D / UpBlock2D at 16x16, no attention to deepen
+    if layers[0] != 1 and not attention_16:  # unet_config: no attention at 16x16 to deepen
         raise BadInput(f"--transformer-layers {text}: the 16x16 level has no attention block, so its "
                        "count must be 1 (a larger one would add nothing)",
-                       hint=f"deepen 8x8 or 4x4 instead, e.g. 1,{layers[1] + 1},{layers[2]}")
+                       hint=f"add --attention-16x16, or deepen 8x8 or 4x4: 1,{layers[1] + 1},{layers[2]}")
     if init_from is not None and any(n < c for n, c in zip(layers, current, strict=True)):
         raise BadInput(f"--transformer-layers {text}: the --init-from model has {list(current)}, and a "
                        "model can be grown, not shrunk", hint=f"give at least {','.join(map(str, current))}")
@@ -209,12 +210,19 @@ def base(
     batch_size: int = typer.Option(32, help="Samples per step."),
     width: int = typer.Option(64, help="UNet base width (channels: w, 2w, 2w)."),
     transformer_layers: str = typer.Option(None, "--transformer-layers", help="Transformer blocks "
-                                           "per attention block at 16x16, 8x8 and 4x4, e.g. 1,1,2; the 16x16 level has no "
+                                           "per attention block at 16x16, 8x8 and 4x4, e.g. 1,1,2; "
+                                           "without --attention-16x16 the 16x16 level has no "
                                            "attention, so its count is 1 "
                                            "(default: the --init-from model's, else 1,1,1). More "
                                            "than the --init-from model has grows it: the new blocks "
                                            "start as the identity, so training starts from the "
                                            "same model, with more capacity."),
+    attention_16: bool = typer.Option(False, "--attention-16x16", help="Attention blocks at the "
+                                      "16x16 level too (down and up), where the latent's finest "
+                                      "detail is. With --init-from a model without them they are "
+                                      "added as the identity, so training starts from the same "
+                                      "model. Default: as the --init-from model has it (the shipped "
+                                      "model has none there)."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
     cooldown_steps: int = typer.Option(0, "--cooldown-steps", help="Branch off a cool-down for "
@@ -273,7 +281,11 @@ def base(
                        hint="the default is 4e-4; 1e-4 fine-tunes a trained model gently")
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
-    layers = _transformer_layers(transformer_layers, init_from)
+    if not attention_16 and init_from is not None and (init_from / "unet" / "config.json").is_file():
+        from easel.diffusion.configs import has_attention_16
+
+        attention_16 = has_attention_16(json.loads((init_from / "unet" / "config.json").read_text()))
+    layers = _transformer_layers(transformer_layers, init_from, attention_16)
     sigmas = _sigma_range(sigma_range)
     expert = sigmas != (0.0, 1.0)
     if expert and (sigmas[1] != 1.0 or init_from is None):
@@ -287,7 +299,8 @@ def base(
     path = _manifest(manifest)
     consent = consent_check(path)
     config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
-                         unet_transformer_layers=list(layers), set_balance=set_balance,
+                         unet_transformer_layers=list(layers), unet_attention_16=attention_16,
+                         set_balance=set_balance,
                          style_dropout=style_dropout, learning_rate=learning_rate,
                          sigma_range=sigmas)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))

@@ -37,7 +37,8 @@ TRANSFORMER_LAYERS = (1, 1, 1)
 
 
 def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: bool = True,
-                transformer_layers: tuple[int, ...] | list[int] = TRANSFORMER_LAYERS) -> dict[str, Any]:
+                transformer_layers: tuple[int, ...] | list[int] = TRANSFORMER_LAYERS,
+                attention_16: bool = False) -> dict[str, Any]:
     """A small ``UNet2DConditionModel`` over 16×16 latents.
 
     Conditioning: MiniLM token embeddings through cross-attention at 8×8 and 4×4, and the
@@ -45,12 +46,15 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
     ``cross_attention=False`` keeps only the pooled embedding (an ablation: no attention blocks).
     ``transformer_layers``: transformer blocks per attention block at 16×16, 8×8 and 4×4
     (``(1, 1, 2)`` doubles them at 4×4 and in the middle block: +1.6 M parameters at width
-    64 for about a tenth more CPU per sample).
+    64 for about a tenth more CPU per sample). ``attention_16`` adds attention blocks at 16×16
+    too (down and up), where the latent's finest detail is; without it that level has none and
+    its count is 1.
     """
     layers = check_transformer_layers(transformer_layers)
     if cross_attention:
-        down = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
-        up = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+        first = "CrossAttn" if attention_16 else ""
+        down = (f"{first}DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+        up = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", f"{first}UpBlock2D")
         mid = "UNetMidBlock2DCrossAttn"
     else:
         down, up, mid = ("DownBlock2D",) * 3, ("UpBlock2D",) * 3, "UNetMidBlock2D"
@@ -76,6 +80,11 @@ def check_transformer_layers(layers: tuple[int, ...] | list[int], levels: int = 
     return out
 
 
+def has_attention_16(config: Any) -> bool:
+    """Whether a ``UNet2DConditionModel`` config has attention blocks at its first (16×16) level."""
+    return str(dict(config)["down_block_types"][0]).startswith("CrossAttn")
+
+
 def transformer_layers_of(config: Any) -> tuple[int, ...]:
     """The per-level transformer block counts of a ``UNet2DConditionModel`` config (one count
     per down block, attention or not)."""
@@ -93,6 +102,7 @@ class TrainConfig:
     unet_width: int = 64
     unet_layers_per_block: int = 1
     unet_transformer_layers: list[int] = field(default_factory=lambda: list(TRANSFORMER_LAYERS))
+    unet_attention_16: bool = False  # attention blocks at 16×16 too (`unet_config`)
     cross_attention: bool = True  # False: pooled prompt embedding only (ablation)
     batch_size: int = 32
     learning_rate: float = 4e-4

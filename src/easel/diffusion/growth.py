@@ -16,7 +16,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
 
-from easel.diffusion.configs import check_transformer_layers, transformer_layers_of
+from easel.diffusion.configs import check_transformer_layers, has_attention_16, transformer_layers_of
 
 
 def _zero_branch_outputs(block: BasicTransformerBlock) -> None:
@@ -64,4 +64,34 @@ def deepen_unet(unet: UNet2DConditionModel, layers: tuple[int, ...] | list[int])
         block = modules[name]
         assert isinstance(block, BasicTransformerBlock)
         _zero_branch_outputs(block)
+    return grown.to(unet.device)
+
+
+def attend_at_16(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """A copy of ``unet`` (the embedded layout: no attention at 16×16) with attention blocks at
+    its 16×16 level, down and up, computing exactly what ``unet`` computes.
+
+    The resnets and samplers keep their weights (the cross-attention blocks name them as the
+    plain ones do); each new attention block's output projection starts at zero, so it adds
+    nothing until training moves it. Raises ``ValueError`` for a UNet that has attention there
+    already or whose weights do not fit.
+    """
+    if has_attention_16(unet.config):
+        raise ValueError("this UNet has attention at 16×16 already")
+    config = dict(unet.config)
+    down, up = list(config["down_block_types"]), list(config["up_block_types"])
+    config["down_block_types"] = ["CrossAttn" + down[0], *down[1:]]
+    config["up_block_types"] = [*up[:-1], "CrossAttn" + up[-1]]
+    grown: UNet2DConditionModel = UNet2DConditionModel.from_config(config)
+    missing, unexpected = grown.load_state_dict(unet.state_dict(), strict=False)
+    new = ("down_blocks.0.attentions.", f"up_blocks.{len(up) - 1}.attentions.")
+    stray = [k for k in [*missing, *unexpected] if not k.startswith(new)]
+    if stray:
+        raise ValueError(f"cannot add attention at 16×16 to this UNet: {stray[0]} does not fit")
+    with torch.no_grad():
+        for name, module in grown.named_modules():
+            if name.startswith(new) and name.endswith(".proj_out"):
+                module.weight.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
     return grown.to(unet.device)

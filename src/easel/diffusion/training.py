@@ -32,12 +32,13 @@ from easel import __version__
 from easel.diffusion.configs import (
     AutoencoderTrainConfig,
     TrainConfig,
+    has_attention_16,
     transformer_layers_of,
     unet_config,
     vae_config,
 )
 from easel.diffusion.data import TrainingSet, to_unit
-from easel.diffusion.growth import deepen_unet
+from easel.diffusion.growth import attend_at_16, deepen_unet
 from easel.diffusion.pipeline import latent_velocity_loss
 from easel.diffusion.text_encoder import PromptEmbeddings, get_text_encoder
 
@@ -342,8 +343,8 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
     dev = pick_device(device)
     torch.manual_seed(config.seed)
     unet = UNet2DConditionModel(**unet_config(config.unet_width, config.unet_layers_per_block,
-                                              config.cross_attention,
-                                              config.unet_transformer_layers)).to(dev)
+                                              config.cross_attention, config.unet_transformer_layers,
+                                              config.unet_attention_16)).to(dev)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate,
                             weight_decay=config.weight_decay, betas=(0.9, 0.99))
@@ -365,6 +366,8 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
         from easel.diffusion.model_card import read_model_card
 
         start = UNet2DConditionModel.from_pretrained(str(init_from / "unet"))
+        if config.unet_attention_16 and not has_attention_16(start.config):
+            start = attend_at_16(start)  # the same function, with attention at 16×16
         if transformer_layers_of(start.config) != transformer_layers_of(unet.config):
             start = deepen_unet(start, transformer_layers_of(unet.config))  # the same function, deeper
         unet.load_state_dict(start.state_dict())
