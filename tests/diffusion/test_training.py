@@ -333,14 +333,16 @@ def test_attention_added_at_16x16_starts_as_the_identity_and_trains() -> None:
         before = unet(**inputs).sample
     grown = attend_at_16(unet).eval()
     assert has_attention_16(grown.config) and not has_attention_16(unet.config)
-    same_layout = UNet2DConditionModel(**unet_config(width=32, transformer_layers=(1, 2, 2), attention_16=True))
+    same_layout = UNet2DConditionModel(**unet_config(width=32, transformer_layers=(1, 2, 2),
+                                                     attention_16=True))
     assert json.dumps(dict(grown.config), default=list) == json.dumps(dict(same_layout.config), default=list)
     with torch.no_grad():
         assert torch.allclose(grown(**inputs).sample, before, atol=1e-6)
     old, new = unet.state_dict(), {k: v.clone() for k, v in grown.state_dict().items()}
     assert all(torch.equal(old[k], new[k]) for k in old)
     added = [k for k in new if k not in old]
-    assert added and all(k.startswith(("down_blocks.0.attentions.", "up_blocks.2.attentions.")) for k in added)
+    assert added and all(k.startswith(("down_blocks.0.attentions.", "up_blocks.2.attentions."))
+                         for k in added)
     deeper = deepen_unet(grown, (2, 2, 2)).eval()  # the new level can be deepened like the others
     with torch.no_grad():
         assert torch.allclose(deeper(**inputs).sample, before, atol=1e-6)
