@@ -41,8 +41,9 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
                 attention_16: bool = False) -> dict[str, Any]:
     """A small ``UNet2DConditionModel`` over 16×16 latents.
 
-    Conditioning: MiniLM token embeddings through cross-attention at 8×8 and 4×4, and the
-    pooled prompt embedding added to the timestep embedding (``class_embed_type="projection"``).
+    Conditioning: MiniLM token embeddings through cross-attention at 8×8 and 4×4 (and 16×16
+    with ``attention_16``), and the pooled prompt embedding added to the timestep embedding
+    (``class_embed_type="projection"``).
     ``cross_attention=False`` keeps only the pooled embedding (an ablation: no attention blocks).
     ``transformer_layers``: transformer blocks per attention block at 16×16, 8×8 and 4×4
     (``(1, 1, 2)`` doubles them at 4×4 and in the middle block: +1.6 M parameters at width

@@ -23,7 +23,6 @@ OBJECTIVE_TEXT = (
 )
 
 
-
 def _attention_text(config: dict[str, Any]) -> str:
     """The denoiser's attention layout, as the card says it (empty for a card without one)."""
     layers = config.get("unet_transformer_layers")
@@ -34,6 +33,7 @@ def _attention_text(config: dict[str, Any]) -> str:
                 f"{' / '.join(map(str, layers))}")
     return (f", transformer blocks per attention block at 8×8 / 4×4: {' / '.join(map(str, layers[1:]))} "
             "(no attention at 16×16)")
+
 
 def sources_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per set: licence, rights holder, source package, item count, attribution."""
