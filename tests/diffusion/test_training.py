@@ -396,6 +396,17 @@ def test_training_from_a_model_grows_it_first(tmp_path: Path) -> None:
         assert torch.equal(state.ema.eval()(**inputs).sample, start(**inputs).sample)
     resumed = train_denoiser(enc, ckpt, config, max_steps=2, progress=False)
     assert resumed.step == 2 and transformer_layers_of(resumed.unet.config) == (1, 1, 2)
+    # --attention-16x16: attention added at 16x16 (and a block at 4x4), from the same function
+    from easel.diffusion.configs import has_attention_16
+
+    config = replace(config, unet_attention_16=True)
+    state = train_denoiser(enc, tmp_path / "attends.pt", config, max_steps=0, progress=False,
+                           init_from=start_dir)
+    assert has_attention_16(state.ema.config) and transformer_layers_of(state.ema.config) == (1, 1, 2)
+    with torch.no_grad():
+        assert torch.allclose(state.ema.eval()(**inputs).sample, start(**inputs).sample, atol=1e-6)
+    resumed = train_denoiser(enc, tmp_path / "attends.pt", config, max_steps=2, progress=False)
+    assert resumed.step == 2 and has_attention_16(resumed.unet.config)
 
 
 def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
