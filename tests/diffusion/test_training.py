@@ -276,6 +276,18 @@ def _unet_inputs(n: int = 3) -> dict[str, torch.Tensor]:
                 class_labels=torch.randn(n, 384, generator=gen))
 
 
+def _after_two_sgd_steps(unet: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``unet``'s weights after two SGD steps on a made-up loss (it is trained in place)."""
+    opt = torch.optim.SGD(unet.parameters(), lr=0.1)
+    unet.train()
+    for _ in range(2):
+        loss = unet(**inputs).sample.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return unet.state_dict()
+
+
 def test_a_deepened_unet_computes_what_it_was_grown_from() -> None:
     """Growing adds transformer blocks that start as the identity: same outputs, more weights,
     and the grown model trains (its new blocks get gradients once their outputs move)."""
@@ -306,14 +318,7 @@ def test_a_deepened_unet_computes_what_it_was_grown_from() -> None:
     added = [k for k in new if k not in old]
     assert added and all(".transformer_blocks.1." in k for k in added)
     # A few optimiser steps move the added blocks (they are trainable, not dead).
-    opt = torch.optim.SGD(grown.parameters(), lr=0.1)
-    grown.train()
-    for _ in range(2):
-        loss = grown(**inputs).sample.pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    moved = grown.state_dict()
+    moved = _after_two_sgd_steps(grown, inputs)
     assert any(not torch.equal(moved[k], new[k]) for k in added if "attn1.to_q" in k)
 
 
@@ -346,14 +351,7 @@ def test_attention_added_at_16x16_starts_as_the_identity_and_trains() -> None:
     deeper = deepen_unet(grown, (2, 2, 2)).eval()  # the new level can be deepened like the others
     with torch.no_grad():
         assert torch.allclose(deeper(**inputs).sample, before, atol=1e-6)
-    opt = torch.optim.SGD(grown.parameters(), lr=0.1)
-    grown.train()
-    for _ in range(2):
-        loss = grown(**inputs).sample.pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    moved = grown.state_dict()
+    moved = _after_two_sgd_steps(grown, inputs)
     assert any(not torch.equal(moved[k], new[k]) for k in added if k.endswith("proj_out.weight"))
     with pytest.raises(ValueError, match="already"):
         attend_at_16(grown)
