@@ -142,10 +142,16 @@ def autoencoder(
         typer.echo(f"installed into {install_into} as {model_id}")
 
 
-def _transformer_layers(text: str | None, init_from: Path | None,
-                        attention_16: bool = False) -> tuple[int, ...]:
-    """``--transformer-layers`` as three counts; by default the --init-from model's (or 1,1,1)."""
-    from easel.diffusion.configs import TRANSFORMER_LAYERS, check_transformer_layers, transformer_layers_of
+def _unet_layout(text: str | None, init_from: Path | None,
+                 attention_16: bool = False) -> tuple[tuple[int, ...], bool]:
+    """``--transformer-layers`` as three counts (by default the --init-from model's, or 1,1,1) and
+    whether the UNet attends at 16x16 (``--attention-16x16``, or the --init-from model does)."""
+    from easel.diffusion.configs import (
+        TRANSFORMER_LAYERS,
+        check_transformer_layers,
+        has_attention_16,
+        transformer_layers_of,
+    )
     from easel.errors import BadInput
 
     current: tuple[int, ...] = TRANSFORMER_LAYERS
@@ -154,9 +160,11 @@ def _transformer_layers(text: str | None, init_from: Path | None,
         if not config_path.is_file():
             raise BadInput(f"--init-from {init_from} has no unet/config.json: it is not a model directory",
                            hint="give a directory written by `easel train base` (or the shipped model)")
-        current = transformer_layers_of(json.loads(config_path.read_text()))
+        config = json.loads(config_path.read_text())
+        current = transformer_layers_of(config)
+        attention_16 = attention_16 or has_attention_16(config)
     if text is None:
-        return current
+        return current, attention_16
     hint = "blocks per attention block at 16x16 (none there: 1), 8x8 and 4x4, each 1 to 8, e.g. 1,1,2"
     try:
         counts = [int(n) for n in text.split(",")]
@@ -174,7 +182,7 @@ def _transformer_layers(text: str | None, init_from: Path | None,
     if init_from is not None and any(n < c for n, c in zip(layers, current, strict=True)):
         raise BadInput(f"--transformer-layers {text}: the --init-from model has {list(current)}, and a "
                        "model can be grown, not shrunk", hint=f"give at least {','.join(map(str, current))}")
-    return layers
+    return layers, attention_16
 
 
 def _sigma_range(text: str | None) -> tuple[float, float]:
@@ -281,11 +289,7 @@ def base(
                        hint="the default is 4e-4; 1e-4 fine-tunes a trained model gently")
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
-    if not attention_16 and init_from is not None and (init_from / "unet" / "config.json").is_file():
-        from easel.diffusion.configs import has_attention_16
-
-        attention_16 = has_attention_16(json.loads((init_from / "unet" / "config.json").read_text()))
-    layers = _transformer_layers(transformer_layers, init_from, attention_16)
+    layers, attention_16 = _unet_layout(transformer_layers, init_from, attention_16)
     sigmas = _sigma_range(sigma_range)
     expert = sigmas != (0.0, 1.0)
     if expert and (sigmas[1] != 1.0 or init_from is None):
