@@ -38,13 +38,12 @@ def main() -> None:
     a = p.parse_args()
 
     import torch
-    import torch.nn.functional as F
 
     from easel.corpus.sources import HELD_OUT_SET
     from easel.diffusion.data import load_training_set, to_unit
     from easel.diffusion.pipeline import SHIPPED_MODEL_DIR, load_pipeline
     from easel.diffusion.text_encoder import PromptEmbeddings
-    from easel.diffusion.training import autoencoder_psnr, encode_prompt_sets
+    from easel.diffusion.training import autoencoder_psnr, encode_prompt_sets, reconstruction_loss
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -89,9 +88,7 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = a.lr * min(1.0, (step + 1) / 50) * (1 - step / a.steps)
         rec = vae.decode(z / sf).sample
-        grad = (F.l1_loss(rec[..., 1:, :] - rec[..., :-1, :], x[..., 1:, :] - x[..., :-1, :])
-                + F.l1_loss(rec[..., 1:] - rec[..., :-1], x[..., 1:] - x[..., :-1]))
-        loss = F.l1_loss(rec, x) + 0.5 * grad
+        loss = reconstruction_loss(rec, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
