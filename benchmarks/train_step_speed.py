@@ -10,6 +10,7 @@ and prompt embeddings of the training shapes (batch 32, 4×16×16 latents, 28 to
   weights, gradients, optimiser and EMA stay float32);
 - ``channels_last``: the UNet and its input in channels-last memory format;
 - ``compile``: ``torch.compile`` of the UNet (the first steps, which compile, are not timed).
+- their pairs: ``bf16_channels_last``, ``bf16_compile``, ``channels_last_compile``.
 
 Run with nothing else on the cores:
 
