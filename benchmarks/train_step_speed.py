@@ -34,6 +34,7 @@ from diffusers import UNet2DConditionModel
 
 from easel.diffusion.pipeline import SHIPPED_MODEL_DIR, latent_velocity_loss
 from easel.diffusion.text_encoder import PromptEmbeddings
+from easel.diffusion.training import optimizer_step
 
 VARIANTS = ("fp32", "bf16", "channels_last", "bf16_channels_last", "compile", "bf16_compile",
             "channels_last_compile")
@@ -78,13 +79,7 @@ def run(variant: str, unet0: UNet2DConditionModel, data: list[tuple[torch.Tensor
         t0 = time.perf_counter()
         with amp:
             loss = latent_velocity_loss(model, lat, noise, sig, PromptEmbeddings(tok, mask, pooled))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), unet.parameters(), strict=True):
-                p_ema.lerp_(p, 1.0 - 0.999)
+        optimizer_step(unet, ema, opt, loss, 0.999)
         dt = time.perf_counter() - t0
         if i >= warmup:
             times.append(dt)

@@ -334,6 +334,19 @@ def train_sigmas(config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     return u if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * u
 
 
+def optimizer_step(unet: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+                   loss: torch.Tensor, ema_decay: float) -> None:
+    """One denoiser update from ``loss``: backward, gradient norm clipped to 1, the optimiser's
+    step, then the EMA weights moved towards the new ones by ``1 - ema_decay``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), unet.parameters(), strict=True):
+            p_ema.lerp_(p, 1.0 - ema_decay)
+
+
 def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: float | None = None,
                    max_steps: int | None = None, device: str | None = None,
                    progress: bool = True, init_from: Path | None = None) -> BaseTrainState:
@@ -435,14 +448,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
             for group in opt.param_groups:
                 group["lr"] = lr
             loss = latent_velocity_loss(unet, latents, noise, sigmas, emb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            decay = min(config.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), unet.parameters(), strict=True):
-                    p_ema.lerp_(p, 1.0 - decay)
+            optimizer_step(unet, ema, opt, loss, min(config.ema_decay, (1 + step) / (10 + step)))
             step += 1
             samples += config.batch_size
             seconds += time.monotonic() - t0
