@@ -4,6 +4,7 @@ Stable Diffusion checkpoint, outputs leaving through the provenance door, and ba
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from easel.audit.encoder import has_shipped
+from easel.diffusion.identity import weights_digest
 from easel.diffusion.tiny import save_tiny_pipeline, save_tiny_sd
 from tests.conftest import run_cli
 
@@ -33,6 +35,7 @@ def test_generate_with_provenance(tiny_model: Path, tmp_path: Path) -> None:
     assert "seed=7" in proc.stdout and "seed=8" in proc.stdout and "tiny-test-model" in proc.stdout
     verified = run_cli("verify", str(files[0]), env=env, check=True)
     assert "credentials" in verified.stdout.lower() and "tiny-test-model" in verified.stdout
+    assert f"model_sha256: {weights_digest(tiny_model, tmp_path / 'c')}" in verified.stdout
     # The same seed reproduces the same pixels (before the per-output watermark differs).
     again = tmp_path / "again"
     run_cli("generate", "fox face", "--style", "twemoji", "-n", "1", "--seed", "7", "--steps", "2",
@@ -54,6 +57,34 @@ def test_generate_with_provenance(tiny_model: Path, tmp_path: Path) -> None:
 
     assert rmse(a, b) <= 2 * mark_rmse + 0.5
     assert rmse(a, Image.open(by_seed["8"]).convert("RGB")) > 2 * mark_rmse + 0.5
+
+
+def test_two_models_with_one_id_are_told_apart(tiny_model: Path, tmp_path: Path) -> None:
+    """Model ids can collide (two trainings, one id); the log names the weights as well."""
+    from safetensors.torch import load_file, save_file
+
+    from easel.provenance.log import by_id
+    from easel.registry.store import registry_session
+
+    twin = Path(shutil.copytree(tiny_model, tmp_path / "twin"))
+    weights = twin / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 0.01
+    save_file(tensors, weights)
+    env = {"EASEL_HOME": str(tmp_path / "home")}
+    rows = {}
+    for model in (tiny_model, twin):
+        proc = run_cli("generate", "fox face", "-n", "1", "--seed", "1", "--steps", "1", "--no-upscale",
+                       "--model-dir", str(model), "-o", str(tmp_path / model.name), env=env, check=True)
+        generation_id = proc.stdout.split("id=")[1].split()[0]
+        with registry_session(f"sqlite:///{tmp_path / 'home' / 'easel.db'}") as session:
+            row = by_id(session, generation_id)
+            assert row is not None
+            rows[model] = (row.model_id, row.model_sha256)
+    assert rows[tiny_model][0] == rows[twin][0] == "tiny-test-model"
+    assert rows[tiny_model][1] == weights_digest(tiny_model, tmp_path / "c")
+    assert rows[twin][1] == weights_digest(twin, tmp_path / "c") != rows[tiny_model][1]
 
 
 def test_generate_img2img_and_inpaint(tiny_model: Path, tmp_path: Path) -> None:
@@ -115,6 +146,7 @@ def test_stable_diffusion_checkpoint_through_diffusers(tmp_path: Path) -> None:
     assert len(files) == 1 and str(sd) in proc.stdout
     verified = run_cli("verify", str(files[0]), env=env, check=True)
     assert str(sd) in verified.stdout
+    assert f"model_sha256: {weights_digest(sd, tmp_path / 'c')}" in verified.stdout
 
 
 @pytest.mark.skipif(not has_shipped(), reason="no shipped descriptor encoder")

@@ -184,3 +184,8 @@ def test_cli_upscale_publishes_through_the_provenance_door(easel_home: Path, tmp
     assert Image.open(written[0]).size == (256, 256)
     credentials = read_credentials(written[0].read_bytes())
     assert credentials is not None and credentials.intact
+    from easel.diffusion.identity import weights_digest
+
+    generation = credentials.generation
+    assert generation is not None and generation["mode"] == "upscale"
+    assert generation["model_sha256"] == weights_digest(tmp_path / "up", tmp_path / "c")

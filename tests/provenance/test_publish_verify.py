@@ -21,11 +21,13 @@ from tests.conftest import run_cli
 from tests.provenance.conftest import change_one_pixel
 
 DATASET = "d" * 64
+WEIGHTS = "a1" * 32
 
 
 def _info(**overrides: object) -> GenerationInfo:
     base: dict[str, object] = dict(prompt="a smiling face with a heart", mode="txt2img",
-                                   model_id="easel-embedded-0.1", dataset_id=DATASET, seed=7,
+                                   model_id="easel-embedded-0.1", model_sha256=WEIGHTS,
+                                   dataset_id=DATASET, seed=7,
                                    parameters={"steps": 20, "guidance": 3.0, "size": 256})
     base.update(overrides)
     return GenerationInfo(**base)  # type: ignore[arg-type]
@@ -49,6 +51,7 @@ def test_signed_output_reads_back_trusted_with_the_generation(published: Publish
     gen = creds.generation
     assert gen is not None and gen["generation_id"] == published.generation_id
     assert gen["model_id"] == "easel-embedded-0.1" and gen["dataset_id"] == DATASET
+    assert gen["model_sha256"] == WEIGHTS
     assert gen["style"]["artist"] == "Twitter" and "CC-BY-4.0" in gen["style"]["attribution"]
     assert "prompt" not in gen  # private unless asked for
     actions = _assertion(creds.manifest, "c2pa.actions.v2")["actions"]
@@ -75,6 +78,7 @@ def test_log_row_holds_parameters_hashes_and_fingerprint(published: PublishedIma
         assert row is not None
         assert row.parameters == {"steps": 20, "guidance": 3.0, "size": 256}
         assert row.dataset_id == DATASET and row.style_artist == "Twitter" and row.seed == 7
+        assert row.model_sha256 == WEIGHTS and row.provenance()["model_sha256"] == WEIGHTS
         assert row.sha256 == published.sha256 and row.pdq == published.pdq and len(row.pdq) == 64
         assert Path(row.path) == published.path.resolve() and row.watermarked and row.signed
 
@@ -163,7 +167,34 @@ def test_log_on_sqlite_and_postgresql(db_url: str, easel_home: Path, face: Image
     out = publish_image(face, _info(), easel_home / "out")
     with registry_session(db_url) as session:
         row = by_id(session, out.generation_id)
-        assert row is not None and row.model_id == "easel-embedded-0.1"
+        assert row is not None and row.model_id == "easel-embedded-0.1" and row.model_sha256 == WEIGHTS
     buf = io.BytesIO()
     Image.open(out.path).save(buf, "PNG")
     assert verify_bytes(buf.getvalue()).generation_id == out.generation_id
+
+
+def test_log_rows_from_before_the_weights_digest_survive_the_upgrade(db_url: str, easel_home: Path,
+                                                                     face: Image.Image) -> None:
+    """A database at 0005_style with a logged image upgrades to 0006_model_digest: the old row is
+    kept, with no digest, and is still found by verify; new rows carry the digest."""
+    from sqlalchemy import text
+
+    from easel.db import get_engine
+    from easel.registry.store import current_revision, head_revision, upgrade
+
+    upgrade(db_url, "0005_style")
+    with get_engine(db_url).begin() as conn:
+        conn.execute(text(
+            "INSERT INTO generation_log (id, created_at, mode, prompt, model_id, dataset_id, seed, "
+            "parameters, sha256, pdq, pdq_quality, width, height, path, watermarked, signed, "
+            "visible_mark, easel_version) VALUES ('00000000abcd', CURRENT_TIMESTAMP, 'txt2img', '', "
+            "'old-model', NULL, 1, '{}', :sha, :pdq, 100, 64, 64, '/gone.png', true, true, false, "
+            "'0.0.1')"), {"sha": "e" * 64, "pdq": "0" * 64})
+    upgrade(db_url)
+    assert current_revision(db_url) == head_revision() == "0006_model_digest"
+    out = publish_image(face, _info(), easel_home / "out")
+    with registry_session(db_url) as session:
+        old = by_id(session, "00000000abcd")
+        assert old is not None and old.model_id == "old-model" and old.model_sha256 is None
+        new = by_id(session, out.generation_id)
+        assert new is not None and new.model_sha256 == WEIGHTS

@@ -20,7 +20,7 @@ def _count(model: type, url: str | None = None) -> int:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def test_generate_follow_events_and_verify_credentials(client) -> None:
+def test_generate_follow_events_and_verify_credentials(client, tiny_model_dir) -> None:
     key = api_key(client, "carol")
     h = bearer(key)
     r = client.post("/api/jobs", json={"prompt": "fox face", "style": "twemoji", "n": 2, "steps": 3,
@@ -49,6 +49,12 @@ def test_generate_follow_events_and_verify_credentials(client) -> None:
     assert cred["found"] == "credentials" and cred["generation_id"] == ids[0]
     assert cred["credentials_state"] in ("Trusted", "Valid") and cred["exact_file"] is True
     assert cred["provenance"]["seed"] in (7, 8) and cred["provenance"]["style"]["name"] == "twemoji style"
+    # the weights that made it, not only the model's id
+    from easel.diffusion.identity import weights_digest
+
+    digest = weights_digest(tiny_model_dir, get_settings().home / "cache")
+    assert cred["provenance"]["model_sha256"] == digest
+    assert client.get("/api/health").json()["model_sha256"] == digest
 
     # anyone may verify a file, no login needed
     r = client.post("/api/verify", files={"file": ("x.png", png.content, "image/png")})

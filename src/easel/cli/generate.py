@@ -145,6 +145,9 @@ def generate(
 
         images, params = render(seeds)
         model_id, dataset_id = model, None
+        from easel.diffusion.identity import checkpoint_folder
+
+        weights_dir = checkpoint_folder(model)
     else:
         from easel.diffusion.model_card import read_model_card
         from easel.diffusion.pipeline import load_pipeline, resolve_model_dir
@@ -167,7 +170,11 @@ def generate(
         images, params = render(seeds)
         model_id = card.get("model_id", str(path))
         dataset_id = card.get("dataset_id")
+        weights_dir = path
     gen_seconds = time.perf_counter() - started
+    from easel.diffusion.identity import weights_digest
+
+    model_sha256 = weights_digest(weights_dir, settings.home / "cache") if weights_dir else None
     params = dict(params, mode=mode)
     styled: dict = {"style": style_tag}
     if personal is not None:
@@ -176,8 +183,9 @@ def generate(
         params.update(generation.parameters(personal))
         styled = generation.publish_fields(personal)
     def publish(image: Image.Image, s: int) -> None:
-        info = GenerationInfo(prompt=full_prompt, mode=mode, model_id=model_id, dataset_id=dataset_id,
-                              seed=s, parameters=dict(params, width=image.width, height=image.height),
+        info = GenerationInfo(prompt=full_prompt, mode=mode, model_id=model_id, model_sha256=model_sha256,
+                              dataset_id=dataset_id, seed=s,
+                              parameters=dict(params, width=image.width, height=image.height),
                               include_prompt=include_prompt, visible_mark=visible_mark, **styled)
         published = publish_image(image, info, out_dir)
         typer.echo(f"{published.path}  id={published.generation_id}  seed={s}")

@@ -72,6 +72,7 @@ def upscale(
     if picture.size != (64, 64):
         typer.echo(f"note: input is {picture.width}×{picture.height}; the upscaler reads 64×64, "
                    "so it is resized to 64 px first", err=True)
+    from easel.diffusion.identity import weights_digest
     from easel.provenance.publish import GenerationInfo, publish_image
 
     model_dir = Path(model) if model else default_upscaler_dir()
@@ -81,6 +82,7 @@ def upscale(
     seconds = time.perf_counter() - start
     info = GenerationInfo(
         prompt="", mode="upscale", model_id=upscaler_model_id(model_dir),
+        model_sha256=weights_digest(model_dir),
         dataset_id=upscaler_dataset_id(model_dir), seed=None,
         parameters={"source_sha256": hashlib.sha256(image.read_bytes()).hexdigest(),
                     "source_size": list(picture.size), "input_size": [64, 64],

@@ -28,6 +28,8 @@ class GenerationRecord(Base):
     mode: Mapped[str] = mapped_column(String(16))
     prompt: Mapped[str] = mapped_column(Text, default="")
     model_id: Mapped[str] = mapped_column(String(300))
+    # the weights' digest (easel.diffusion.identity), from revision 0006_model_digest on
+    model_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     dataset_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -50,7 +52,8 @@ class GenerationRecord(Base):
         """The row as a plain dict (what ``verify`` prints)."""
         return {
             "generation_id": self.id, "created_at": self.created_at.isoformat(), "mode": self.mode,
-            "model_id": self.model_id, "dataset_id": self.dataset_id, "seed": self.seed,
+            "model_id": self.model_id, "model_sha256": self.model_sha256, "dataset_id": self.dataset_id,
+            "seed": self.seed,
             "parameters": self.parameters, "style": self.style, "style_artist": self.style_artist,
             "style_attribution": self.style_attribution, "sha256": self.sha256, "pdq": self.pdq,
             "size": [self.width, self.height], "easel_version": self.easel_version,

@@ -48,6 +48,9 @@ class GenerationInfo:
     seed: int | None
     parameters: dict[str, Any]  # steps, guidance, strength, size, scheduler, ...
     style: str | None = None  # e.g. "twemoji style" or "artist:alice"
+    # easel.diffusion.identity.weights_digest of the model folder: names the weights, which an
+    # id alone does not (two trainings can share one id); None where no folder is known.
+    model_sha256: str | None = None
     style_artist: str | None = None
     style_attribution: str | None = None
     include_prompt: bool = False  # prompt goes into the C2PA manifest only if True
@@ -105,6 +108,7 @@ def generation_record(generation_id: str, info: GenerationInfo, watermarked: boo
         "generation_id": generation_id,
         "mode": info.mode,
         "model_id": info.model_id,
+        "model_sha256": info.model_sha256,
         "dataset_id": info.dataset_id,
         "seed": info.seed,
         "parameters": info.parameters,
@@ -209,7 +213,8 @@ def publish_image(image: Image.Image, info: GenerationInfo, out_dir: Path,
             raise EaselError(f"generation id {generation_id} is already taken", hint="publish again")
         session.add(GenerationRecord(
             id=generation_id, mode=info.mode, prompt=info.prompt, model_id=info.model_id,
-            dataset_id=info.dataset_id, seed=info.seed, parameters=dict(info.parameters),
+            model_sha256=info.model_sha256, dataset_id=info.dataset_id, seed=info.seed,
+            parameters=dict(info.parameters),
             style=info.style, style_artist=info.style_artist, style_attribution=info.style_attribution,
             sha256=sha256, pdq=digest.hex(), pdq_quality=quality, width=image.width, height=image.height,
             path=str(path.resolve()), watermarked=watermarked, signed=True,

@@ -230,6 +230,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         runner: JobRunner | None = getattr(request.app.state, "runner", None)
         return {"ok": runner is not None and runner.started, "version": __version__,
                 "model_id": runner.model_id if runner else None,
+                "model_sha256": runner.model_sha256 if runner else None,
                 "queued": runner.queued() if runner else 0}
 
     return app

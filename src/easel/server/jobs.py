@@ -278,6 +278,7 @@ class JobRunner:
         self._finishing: set[str] = set()  # jobs whose final state is being written
         self._submit_lock = threading.Lock()
         self.model_id = ""
+        self.model_sha256: str | None = None  # the weights' digest, for the provenance record
         self.dataset_id: str | None = None
         self.model_dir: Path | None = None
         self.started = False
@@ -294,6 +295,9 @@ class JobRunner:
         self.model_dir = path
         self.model_id = str(card.get("model_id", path.name))
         self.dataset_id = card.get("dataset_id")
+        from easel.diffusion.identity import weights_digest
+
+        self.model_sha256 = weights_digest(path, self.settings.home / "cache")
         return pipe
 
     def start(self) -> None:
@@ -763,6 +767,7 @@ class JobRunner:
             def publish(image: Any, seed: int, req: Any = req, params: dict = params,
                         styled: dict = styled) -> str:
                 info = GenerationInfo(prompt=req.full_prompt, mode=req.mode, model_id=self.model_id,
+                                      model_sha256=self.model_sha256,
                                       dataset_id=self.dataset_id, seed=seed,
                                       parameters=dict(params, width=image.width, height=image.height),
                                       include_prompt=req.include_prompt,
