@@ -73,11 +73,12 @@ def test_two_models_with_one_id_are_told_apart(tiny_model: Path, tmp_path: Path)
     tensors[name] = tensors[name] + 0.01
     save_file(tensors, weights)
     env = {"EASEL_HOME": str(tmp_path / "home")}
-    rows = {}
+    rows, files = {}, {}
     for model in (tiny_model, twin):
         proc = run_cli("generate", "fox face", "-n", "1", "--seed", "1", "--steps", "1", "--no-upscale",
                        "--model-dir", str(model), "-o", str(tmp_path / model.name), env=env, check=True)
         generation_id = proc.stdout.split("id=")[1].split()[0]
+        files[model] = Path(proc.stdout.split()[0])
         with registry_session(f"sqlite:///{tmp_path / 'home' / 'easel.db'}") as session:
             row = by_id(session, generation_id)
             assert row is not None
@@ -85,6 +86,16 @@ def test_two_models_with_one_id_are_told_apart(tiny_model: Path, tmp_path: Path)
     assert rows[tiny_model][0] == rows[twin][0] == "tiny-test-model"
     assert rows[tiny_model][1] == weights_digest(tiny_model, tmp_path / "c")
     assert rows[twin][1] == weights_digest(twin, tmp_path / "c") != rows[tiny_model][1]
+    # `easel verify --model-dir` says which folder holds the weights that made an image.
+    same = run_cli("verify", str(files[twin]), "--model-dir", str(twin), env=env, check=True)
+    assert "weights:             match" in same.stdout
+    other = run_cli("verify", str(files[twin]), "--model-dir", str(tiny_model), "--json", env=env,
+                    check=True)
+    assert json.loads(other.stdout)["weights"]["match"] is False
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = run_cli("verify", str(files[twin]), "--model-dir", str(empty), env=env)
+    assert refused.returncode == 2 and "holds no weight files" in refused.stderr
 
 
 def test_generate_img2img_and_inpaint(tiny_model: Path, tmp_path: Path) -> None:

@@ -16,6 +16,9 @@ def verify(
     image: Path = typer.Argument(..., help="Image file to check (PNG, JPEG, WebP …)."),
     all_checks: bool = typer.Option(False, "--all", help="Run all three checks even after one succeeds."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    model_dir: Path = typer.Option(None, "--model-dir", help="A model folder (Easel model or diffusers "
+                                   "checkpoint): also say whether its weights are the ones the "
+                                   "record names (model_sha256)."),
 ) -> None:
     """Say where IMAGE came from: content credentials, else watermark, else fingerprint.
 
@@ -27,9 +30,17 @@ def verify(
     """
     from easel.provenance.verify import verify_image
 
+    folder_digest = None
+    if model_dir is not None:
+        from easel.config import get_settings
+        from easel.diffusion.identity import weights_digest
+
+        folder_digest = weights_digest(model_dir, get_settings().home / "cache")  # bad folder: fail first
     result = verify_image(image, exhaustive=all_checks)
+    weights = _weights_check(result.provenance, model_dir, folder_digest)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        typer.echo(json.dumps(dict(result.to_dict(), **({"weights": weights} if weights else {})),
+                              indent=2, default=str))
         _exit_nothing_found(result.found)
         return
     state = result.credentials_state or "none"
@@ -56,7 +67,29 @@ def verify(
                 typer.echo(f"  {key}: {shown}")
     for note in result.notes:
         typer.echo(f"note: {note}")
+    if weights:
+        typer.echo(f"weights:             {weights['verdict']}")
     _exit_nothing_found(result.found)
+
+
+def _weights_check(provenance: dict | None, model_dir: Path | None,
+                   folder_digest: str | None) -> dict | None:
+    """Whether ``model_dir``'s weights are the ones the record names (None without --model-dir)."""
+    if model_dir is None:
+        return None
+    recorded = (provenance or {}).get("model_sha256")
+    if not provenance:
+        verdict, match = "not compared: no generation record was found", None
+    elif not recorded:
+        verdict, match = ("not compared: the record names no weights digest (an image logged "
+                          "before the digest was recorded)"), None
+    elif recorded == folder_digest:
+        verdict, match = f"match: {model_dir} holds the weights that made this image", True
+    else:
+        verdict, match = (f"differ: {model_dir} holds other weights ({str(folder_digest)[:12]}…) than "
+                          f"the ones that made this image ({recorded[:12]}…)"), False
+    return {"model_dir": str(model_dir), "model_sha256": folder_digest, "match": match,
+            "verdict": verdict}
 
 
 def _exit_nothing_found(found: str | None) -> None:
