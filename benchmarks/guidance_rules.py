@@ -12,7 +12,9 @@ Rules (``v``: the UNet's velocity; ``c``: the prompt, ``∅``: the empty prompt;
 - ``apg``: adaptive projected guidance (Sadat et al. 2024) on the x̂0 predictions, the part of the
   guidance parallel to x̂0(c) scaled by ``--eta``;
 - ``rescale``: ``cfg`` rescaled to the conditional prediction's spread (Lin et al. 2024), ``--phi``;
-- ``sched``: ``cfg`` with ``--whi`` above noise level ``--thr`` and ``w`` below.
+- ``sched``: ``cfg`` with ``--whi`` above noise level ``--thr`` and ``w`` below;
+- ``ensemble``: ``cfg`` averaged over the shipped UNet and each ``--member`` UNet (a prediction
+  ensemble of checkpoints; each member costs one more pair of passes a step).
 
     EASEL_HOME=<plain 64 px build> OMP_NUM_THREADS=1 python -m benchmarks.guidance_rules \\
         --rule rescale --w 8 --phi 0.7 [--guide DIR/unet] [--split train,val] [--json out.json]
@@ -28,13 +30,15 @@ from typing import Any
 
 from benchmarks.judged import add_prompt_options, score
 
-RULES = ("cfg", "ag", "cfg_ag", "cfg_badu", "apg", "rescale", "sched")
+RULES = ("cfg", "ag", "cfg_ag", "cfg_badu", "apg", "rescale", "sched", "ensemble")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rule", choices=RULES, default="cfg")
     parser.add_argument("--guide", type=Path, default=None, help="the weaker UNet (ag, cfg_ag, cfg_badu)")
+    parser.add_argument("--member", type=Path, action="append", default=[],
+                        help="a UNet directory averaged with the shipped one (ensemble; repeatable)")
     parser.add_argument("--w", type=float, default=6.0)
     parser.add_argument("--a", type=float, default=1.0)
     parser.add_argument("--eta", type=float, default=0.0)
@@ -46,6 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rule in ("ag", "cfg_ag", "cfg_badu") and args.guide is None:
         parser.error(f"--rule {args.rule} needs --guide (a UNet directory)")
+    if args.rule == "ensemble" and not args.member:
+        parser.error("--rule ensemble needs at least one --member (a UNet directory)")
 
     import torch
     from diffusers import UNet2DConditionModel
@@ -57,6 +63,7 @@ def main() -> None:
     pipe = load_pipeline(None)
     good = pipe.unet
     bad = UNet2DConditionModel.from_pretrained(str(args.guide)).eval() if args.guide else None
+    members = [good] + [UNet2DConditionModel.from_pretrained(str(m)).eval() for m in args.member]
 
     def run(model: Any, x: torch.Tensor, t: torch.Tensor, e: PromptEmbeddings) -> torch.Tensor:
         return model(x, t.expand(x.shape[0]), encoder_hidden_states=e.tokens,
@@ -82,6 +89,11 @@ def main() -> None:
             elif args.rule == "cfg_badu":
                 vc, bu = run(good, lat, t, cond), run(bad, lat, t, uncond)
                 v = bu + args.w * (vc - bu)
+            elif args.rule == "ensemble":
+                v = torch.zeros_like(lat)
+                for member in members:
+                    vu, vc = run(member, torch.cat([lat] * 2), t, both).chunk(2)
+                    v += (vu + args.w * (vc - vu)) / len(members)
             else:
                 vu, vc = run(good, torch.cat([lat] * 2), t, both).chunk(2)
                 w = args.whi if args.rule == "sched" and sigma > args.thr else args.w
