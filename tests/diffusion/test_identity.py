@@ -97,3 +97,27 @@ def test_checkpoint_folder_is_local_only(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert checkpoint_folder(str(tmp_path)) == tmp_path
     assert checkpoint_folder("no-such-org/no-such-model") is None  # not cached, and no network
+
+
+def test_the_verify_verdict_says_what_the_record_rests_on(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from easel.cli.provenance import _weights_check
+
+    def check(found: str | None, state: str | None, recorded: str | None, folder: str) -> dict:
+        provenance = {"model_id": "m", "model_sha256": recorded} if found else None
+        result = SimpleNamespace(found=found, credentials_state=state, provenance=provenance)
+        out = _weights_check(result, tmp_path, folder)
+        assert out is not None
+        return out
+
+    assert _weights_check(SimpleNamespace(found=None, provenance=None), None, None) is None
+    trusted = check("credentials", "Trusted", "a" * 64, "a" * 64)
+    assert trusted["match"] is True and trusted["verdict"].endswith("made this image")
+    claimed = check("credentials", "Valid", "a" * 64, "a" * 64)
+    assert claimed["match"] is True and "signer is not in the trust list" in claimed["verdict"]
+    likeness = check("fingerprint", None, "a" * 64, "a" * 64)
+    assert likeness["match"] is True and "found by fingerprint only" in likeness["verdict"]
+    assert check("watermark", None, "a" * 64, "b" * 64)["match"] is False
+    assert check("watermark", None, None, "b" * 64)["match"] is None  # logged before the digest
+    assert check(None, None, None, "b" * 64)["verdict"].startswith("not compared")

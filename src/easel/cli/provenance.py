@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -37,7 +38,7 @@ def verify(
 
         folder_digest = weights_digest(model_dir, get_settings().home / "cache")  # bad folder: fail first
     result = verify_image(image, exhaustive=all_checks)
-    weights = _weights_check(result.provenance, model_dir, folder_digest)
+    weights = _weights_check(result, model_dir, folder_digest)
     if as_json:
         typer.echo(json.dumps(dict(result.to_dict(), **({"weights": weights} if weights else {})),
                               indent=2, default=str))
@@ -72,22 +73,29 @@ def verify(
     _exit_nothing_found(result.found)
 
 
-def _weights_check(provenance: dict | None, model_dir: Path | None,
-                   folder_digest: str | None) -> dict | None:
-    """Whether ``model_dir``'s weights are the ones the record names (None without --model-dir)."""
+def _weights_check(result: Any, model_dir: Path | None, folder_digest: str | None) -> dict | None:
+    """Whether ``model_dir``'s weights are the ones the record names (None without --model-dir).
+
+    The verdict says what the record rests on: a manifest whose signer is not trusted is only a
+    claim, and a fingerprint finds a logged image that looks like this one, not this file."""
     if model_dir is None:
         return None
-    recorded = (provenance or {}).get("model_sha256")
+    provenance = result.provenance or {}
+    recorded = provenance.get("model_sha256")
     if not provenance:
         verdict, match = "not compared: no generation record was found", None
     elif not recorded:
         verdict, match = ("not compared: the record names no weights digest (an image logged "
                           "before the digest was recorded)"), None
     elif recorded == folder_digest:
-        verdict, match = f"match: {model_dir} holds the weights that made this image", True
+        made = ("made the logged image this one looks like (found by fingerprint only)"
+                if result.found == "fingerprint" else "made this image")
+        verdict, match = f"match: {model_dir} holds the weights that {made}", True
     else:
         verdict, match = (f"differ: {model_dir} holds other weights ({str(folder_digest)[:12]}…) than "
-                          f"the ones that made this image ({recorded[:12]}…)"), False
+                          f"the record names ({recorded[:12]}…)"), False
+    if match is not None and result.found == "credentials" and result.credentials_state != "Trusted":
+        verdict += " — as the manifest claims; its signer is not in the trust list"
     return {"model_dir": str(model_dir), "model_sha256": folder_digest, "match": match,
             "verdict": verdict}
 
