@@ -44,6 +44,26 @@ def test_eval_cli_shows_judges_then_scores_references(synthetic_manifest: Path, 
     assert len(report["contact_sheet"]["prompts"]) == 16
     assert Image.open(sheet).width > 4 * 128
 
+    # The real icons of the same prompts, then the two compared prompt by prompt.
+    real_out = tmp_path / "real.json"
+    proc = run_cli("eval", "model", "--reference", "real", "--manifest", m, "-n", "6",
+                   "--json", str(real_out), env=env)
+    assert proc.returncode == 0, proc.stderr
+    real = {(i["prompt"], i["seed"]): i for i in json.loads(real_out.read_text())["items"]}
+    noise = {(i["prompt"], i["seed"]): i for i in report["items"]}
+    assert real.keys() == noise.keys() and all("seen" in i for i in real.values())
+    only_real = sum(1 for k in real if real[k]["style_predicted"] == real[k]["set_id"]
+                    and noise[k]["style_predicted"] != noise[k]["set_id"])
+    only_noise = sum(1 for k in real if noise[k]["style_predicted"] == noise[k]["set_id"]
+                     and real[k]["style_predicted"] != real[k]["set_id"])
+    proc = run_cli("eval", "compare", str(out), str(real_out), "--json", str(tmp_path / "cmp.json"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "real.json against noise.json: 6 shared prompts" in proc.stdout
+    style = json.loads((tmp_path / "cmp.json").read_text())["comparisons"][str(real_out)]["all"][0]
+    assert style["measure"] == "style" and style["prompts"] == 6
+    assert (style["only_new"], style["only_base"]) == (only_real, only_noise)
+    assert only_real > only_noise  # real icons carry their style; noise does not
+
 
 def test_eval_cli_bad_input_is_one_clear_line(synthetic_manifest: Path, tmp_path: Path) -> None:
     env = {"EASEL_HOME": str(tmp_path / "home")}  # no judges: bad input is refused before training

@@ -207,6 +207,32 @@ def model(
         typer.echo(f"recorded the figures in {target / 'model_card.json'}")
 
 
+@eval_app.command("compare")
+def compare_reports(
+    base: Path = typer.Argument(..., help="The report to compare against (`easel eval model --json`)."),
+    others: list[Path] = typer.Argument(..., help="One or more reports on the same prompts and seeds."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the counts to this JSON file."),
+) -> None:
+    """Compare reports prompt by prompt: how often only one model gets the style (or concept) right.
+
+    The reports must come from the same --split, -n and --seed, so that each prompt was drawn with
+    the same seed by both models. Prints, for style and concept top-1 and top-5, the prompts
+    only the new model gets right, those only the base gets right, and the exact two-sided sign
+    test's p on those two counts, over all shared prompts, over seen concepts (reports that say
+    which are seen) and per set."""
+    from easel.evaluation.compare import compare, format_comparison, load_report
+
+    base_items = load_report(base)
+    results = {}
+    for other in others:
+        result = compare(base_items, load_report(other))
+        typer.echo(format_comparison(base.name, other.name, result))
+        results[str(other)] = result
+    if json_out:
+        _write_json(json_out, {"base": str(base), "comparisons": results})
+        typer.echo(f"wrote {json_out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``eval`` verbs to the ``easel`` app."""
     app.add_typer(eval_app, name="eval")

@@ -119,7 +119,7 @@ def _score(images: np.ndarray, rows: Sequence[PromptRow], judges: Judges, corpus
     for i, r in enumerate(rows):
         items.append({
             "prompt": r.prompt, "seed": r.seed, "item_id": r.item_id, "set_id": r.set_id,
-            "concept": r.concept, "split": r.split,
+            "concept": r.concept, "split": r.split, "seen": bool(r.seen),
             "style_predicted": judges.style.classes[int(s_logits[i].argmax())],
             "concept_predicted": judges.concept.classes[int(c_logits[i].argmax())],
             "concept_rank": int(ranks[i]), **near_list[i],
