@@ -14,7 +14,6 @@ Fast (seconds): it generates nothing.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -27,13 +26,14 @@ def main() -> None:
     args = parser.parse_args()
     hard_at = args.hard if args.hard is not None else max(1, len(args.reports) - 1)
 
-    reports = [json.loads(path.read_text()) for path in args.reports]
-    verdicts = [{(i["prompt"], i["seed"]): i["style_predicted"] == i["set_id"] for i in r["items"]}
-                for r in reports]
+    from easel.evaluation.compare import load_report
+
+    reports = [load_report(path) for path in args.reports]
+    verdicts = [{k: i["style_predicted"] == i["set_id"] for k, i in r.items()} for r in reports]
     keys = sorted(set.intersection(*(set(v) for v in verdicts)))
     if not keys:
         parser.error("the reports share no (prompt, seed): they must be on the same prompts")
-    set_of = {(i["prompt"], i["seed"]): i["set_id"] for i in reports[0]["items"]}
+    set_of = {k: i["set_id"] for k, i in reports[0].items()}
     misses = {k: sum(not v[k] for v in verdicts) for k in keys}
     counts = Counter(misses.values())
     print(f"{len(keys)} prompts, {len(reports)} models")
