@@ -89,6 +89,7 @@ def test_two_models_with_one_id_are_told_apart(tiny_model: Path, tmp_path: Path)
     # `easel verify --model-dir` says which folder holds the weights that made an image.
     same = run_cli("verify", str(files[twin]), "--model-dir", str(twin), env=env, check=True)
     assert "weights:             match" in same.stdout
+    assert f"model:               {twin} (matched by its weights)" in same.stdout  # what it learned from
     other = run_cli("verify", str(files[twin]), "--model-dir", str(tiny_model), "--json", env=env,
                     check=True)
     assert json.loads(other.stdout)["weights"]["match"] is False

@@ -41,6 +41,12 @@ def test_import_build_withdraw_affected(db_url: str, easel_home: Path,
         events = {w.source: w for w in works.values()}
     assert all(row["consent_event_id"] for row in first.values())
     first_id = load_manifest(easel_home / "corpus" / "32px").schema.metadata[b"dataset_id"].decode()
+    # An image's record names this dataset: verify can say whose works went into it.
+    from easel.provenance.origin import model_origin
+
+    origin = model_origin({"model_id": "base-v1", "dataset_id": first_id}, db_url)
+    assert origin is not None and origin["registry"] == {
+        "purpose": "train_base", "works": 6, "artists": [{"id": "alpha", "name": "Test Artist", "works": 6}]}
 
     # The owner withdraws: one work opted out, one revoked for train_base.
     fox, heart = works["alpha:fox-face"].id, works["alpha:red-heart"].id

@@ -59,6 +59,9 @@ def test_generate_follow_events_and_verify_credentials(client, tiny_model_dir) -
     # anyone may verify a file, no login needed
     r = client.post("/api/verify", files={"file": ("x.png", png.content, "image/png")})
     assert r.status_code == 200 and r.json()["generation_id"] == ids[0]
+    origin = r.json()["origin"]  # the server's own model folder made it (the tiny one has no card)
+    assert origin["matched_by"] == "weights" and origin["sources"] == []
+    assert "model_dir" not in origin and str(tiny_model_dir) not in r.text  # no server paths
 
     # another user sees neither the job nor the image
     other = bearer(api_key(client, "dave"))

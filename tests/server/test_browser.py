@@ -147,6 +147,7 @@ def test_sign_up_upload_generate_verify_in_chromium(live_server: str, tmp_path: 
         page.click("#check")
         expect(page.locator("#result")).to_contain_text("Found by: credentials")
         expect(page.locator("#result")).to_contain_text(first_src.rsplit("/", 1)[1])
+        expect(page.locator("#origin")).to_contain_text("matched by its weights")  # the server's model
         page.screenshot(path=str(shots / "06-verify.png"), full_page=True)
 
         # 7. audit (the page says plainly when the audit stage is not installed)

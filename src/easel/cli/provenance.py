@@ -37,11 +37,16 @@ def verify(
         from easel.diffusion.identity import weights_digest
 
         folder_digest = weights_digest(model_dir, get_settings().home / "cache")  # bad folder: fail first
+    from easel.config import get_settings
+    from easel.provenance.origin import model_origin
+
     result = verify_image(image, exhaustive=all_checks)
     weights = _weights_check(result, model_dir, folder_digest)
+    settings = get_settings()
+    origin = model_origin(result.provenance, settings.db_url, model_dir, settings.home / "cache")
     if as_json:
-        typer.echo(json.dumps(dict(result.to_dict(), **({"weights": weights} if weights else {})),
-                              indent=2, default=str))
+        extra = {"weights": weights} if weights else {}
+        typer.echo(json.dumps(dict(result.to_dict(), origin=origin, **extra), indent=2, default=str))
         _exit_nothing_found(result.found)
         return
     state = result.credentials_state or "none"
@@ -70,7 +75,28 @@ def verify(
         typer.echo(f"note: {note}")
     if weights:
         typer.echo(f"weights:             {weights['verdict']}")
+    if origin:
+        _print_origin(origin)
     _exit_nothing_found(result.found)
+
+
+def _print_origin(origin: dict) -> None:
+    """Where the model that made the image learned: its card's sets, this registry's dataset."""
+    if origin.get("model_dir"):
+        how = "its weights" if origin["matched_by"] == "weights" else "its model id"
+        typer.echo(f"model:               {origin['model_dir']} (matched by {how})")
+        if origin.get("sources"):
+            typer.echo("trained on:")
+            for source in origin["sources"]:
+                typer.echo(f"  {source.get('attribution') or source.get('set_id')}"
+                           + (f" ({source['items']} works)" if source.get("items") else ""))
+    registry = origin.get("registry")
+    if registry:
+        artists = ", ".join(f"{a['name']} ({a['works']})" for a in registry["artists"])
+        typer.echo(f"dataset in this registry: {registry['works']} works for {registry['purpose']} by "
+                   f"{artists}")
+    for note in origin.get("notes", []):
+        typer.echo(f"note: {note}")
 
 
 def _weights_check(result: Any, model_dir: Path | None, folder_digest: str | None) -> dict | None:

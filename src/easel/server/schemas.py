@@ -160,6 +160,8 @@ class VerifyPublic(BaseModel):
     exact_file: bool
     provenance: dict[str, Any] | None
     notes: list[str]
+    # what the record's model learned from, where this server holds it (easel.provenance.origin)
+    origin: dict[str, Any] | None = None
 
 
 # AUTOMATIC1111 -------------------------------------------------------------------------------
