@@ -47,3 +47,34 @@ def test_old_records_match_by_id_and_say_so(tmp_path: Path) -> None:
     assert any("another dataset" in n for n in origin["notes"])
     assert model_origin(None, url) is None
     assert model_origin({"mode": "txt2img"}, url) is None
+
+
+def test_weak_records_say_what_they_rest_on(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from easel.provenance.origin import verification_origin
+
+    model = _model(tmp_path / "model")
+    url = f"sqlite:///{tmp_path / 'easel.db'}"
+    record = {"model_id": "m1", "model_sha256": weights_digest(model, tmp_path / "c"), "dataset_id": DATASET}
+
+    def notes(found: str, state: str | None) -> list[str]:
+        result = SimpleNamespace(provenance=record, found=found, credentials_state=state)
+        origin = verification_origin(result, url, model, tmp_path / "c")
+        assert origin is not None and origin["matched_by"] == "weights"
+        return origin["notes"]
+
+    assert notes("credentials", "Trusted") == []
+    assert any("signer is not in the trust list" in n for n in notes("credentials", "Valid"))
+    assert any("found by fingerprint" in n for n in notes("fingerprint", None))
+    assert notes("watermark", None) == []
+
+
+def test_an_upscaled_image_leads_back_to_the_shipped_upscaler(tmp_path: Path) -> None:
+    from easel.diffusion.upscaler import default_upscaler_dir
+
+    record = {"model_id": "easel-upscaler-0.1.0", "mode": "upscale",
+              "model_sha256": weights_digest(default_upscaler_dir(), tmp_path / "c")}
+    origin = model_origin(record, f"sqlite:///{tmp_path / 'easel.db'}", cache_dir=tmp_path / "c")
+    assert origin is not None and origin["matched_by"] == "weights"
+    assert Path(origin["model_dir"]).resolve() == default_upscaler_dir().resolve()

@@ -38,12 +38,12 @@ def verify(
 
         folder_digest = weights_digest(model_dir, get_settings().home / "cache")  # bad folder: fail first
     from easel.config import get_settings
-    from easel.provenance.origin import model_origin
+    from easel.provenance.origin import verification_origin
 
     result = verify_image(image, exhaustive=all_checks)
     weights = _weights_check(result, model_dir, folder_digest)
     settings = get_settings()
-    origin = model_origin(result.provenance, settings.db_url, model_dir, settings.home / "cache")
+    origin = verification_origin(result, settings.db_url, model_dir, settings.home / "cache")
     if as_json:
         extra = {"weights": weights} if weights else {}
         typer.echo(json.dumps(dict(result.to_dict(), origin=origin, **extra), indent=2, default=str))

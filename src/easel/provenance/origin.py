@@ -20,14 +20,14 @@ log = logging.getLogger(__name__)
 
 
 def candidate_model_dirs(extra: Path | None = None) -> list[Path]:
-    """Model folders this machine knows, without duplicates: ``extra``, the configured model and
-    the shipped one."""
+    """Model folders this machine knows, without duplicates: ``extra``, the configured model, the
+    shipped one and its upscaler (which ``easel upscale`` records as a model of its own)."""
     import easel
     from easel.config import get_settings
 
     shipped = Path(easel.__file__).resolve().parent / "models" / "embedded"  # pipeline.SHIPPED_MODEL_DIR,
     out: list[Path] = []                                                     # without importing torch
-    for folder in (extra, get_settings().model_dir, shipped):
+    for folder in (extra, get_settings().model_dir, shipped, shipped / "upscaler"):
         if folder is not None and Path(folder).is_dir() and Path(folder).resolve() not in {
                 p.resolve() for p in out}:
             out.append(Path(folder))
@@ -126,4 +126,20 @@ def model_origin(provenance: dict[str, Any] | None, db_url: str, extra_dir: Path
     return origin
 
 
-__all__ = ["candidate_model_dirs", "find_model", "model_origin", "registry_dataset"]
+def verification_origin(result: Any, db_url: str, extra_dir: Path | None = None,
+                        cache_dir: Path | None = None) -> dict[str, Any] | None:
+    """``model_origin`` of a ``verify`` result, with a note where the record is weaker than it
+    looks: a manifest whose signer is not trusted, or a fingerprint likeness."""
+    origin = model_origin(result.provenance, db_url, extra_dir, cache_dir)
+    if origin is None:
+        return None
+    if result.found == "credentials" and result.credentials_state != "Trusted":
+        origin["notes"].append("the record is the manifest's own claim: its signer is not in the "
+                               "trust list")
+    elif result.found == "fingerprint":
+        origin["notes"].append("the record is of a logged image that looks like this one "
+                               "(found by fingerprint), not of this file")
+    return origin
+
+
+__all__ = ["candidate_model_dirs", "find_model", "model_origin", "registry_dataset", "verification_origin"]

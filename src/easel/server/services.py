@@ -201,14 +201,14 @@ def image_path(session: Session, user: User, generation_id: str) -> Path:
 
 def verify_upload(settings: Settings, data: bytes) -> dict[str, Any]:
     """``easel.provenance.verify.verify_bytes`` as a JSON-ready dict."""
-    from easel.provenance.origin import model_origin
+    from easel.provenance.origin import verification_origin
     from easel.provenance.verify import verify_bytes
 
     result = verify_bytes(data, settings)
     out = {k: result.to_dict().get(k) for k in (
         "found", "generation_id", "credentials_state", "credentials_failures", "watermark_id",
         "fingerprint_id", "fingerprint_distance", "exact_file", "provenance", "notes")}
-    origin = model_origin(result.provenance, settings.db_url, cache_dir=settings.home / "cache")
+    origin = verification_origin(result, settings.db_url, cache_dir=settings.home / "cache")
     if origin is not None:
         origin.pop("model_dir", None)  # the server's file system is not for anonymous callers
     out["origin"] = origin
