@@ -87,9 +87,12 @@ def test_big_files_are_hashed_once_and_again_when_they_change(tmp_path: Path,
 def test_a_folder_without_weights_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "model_card.json").write_text("{}")
-    for folder in (tmp_path / "empty", tmp_path / "missing"):
-        with pytest.raises(BadInput, match="holds no weight files"):
-            weights_digest(folder, tmp_path / "cache")
+    with pytest.raises(BadInput, match="holds no weight files"):
+        weights_digest(tmp_path / "empty", tmp_path / "cache")
+    with pytest.raises(BadInput, match="does not exist"):
+        weights_digest(tmp_path / "missing", tmp_path / "cache")
+    with pytest.raises(BadInput, match="is not a folder"):
+        weights_digest(tmp_path / "empty" / "model_card.json", tmp_path / "cache")
 
 
 def test_checkpoint_folder_is_local_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,7 +74,10 @@ def weights_digest(folder: Path, cache_dir: Path | None = None) -> str:
 
     Raises ``BadInput`` when the folder holds no weight file."""
     folder = Path(folder)
-    files = weight_files(folder) if folder.is_dir() else []
+    if not folder.is_dir():
+        raise BadInput(f"{folder} is not a folder" if folder.exists() else f"{folder} does not exist",
+                       hint="give a model folder (an Easel model or a diffusers checkpoint)")
+    files = weight_files(folder)
     if not files:
         raise BadInput(f"{folder} holds no weight files ({', '.join(WEIGHT_SUFFIXES)})",
                        hint="give a model folder (an Easel model or a diffusers checkpoint)")
