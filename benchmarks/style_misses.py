@@ -6,9 +6,14 @@ wrong set. For the prompts that at least ``--hard`` models miss, it runs the sty
 prompts' real icons, to tell prompts whose styles look alike from prompts the models get wrong.
 
     EASEL_HOME=<plain 64 px build> OMP_NUM_THREADS=1 python -m benchmarks.style_misses \\
-        --hard 7 A.json B.json ...
+        --hard 7 [--reseed 6 [--model DIR]] A.json B.json ...
 
-Fast (seconds): it generates nothing.
+``--reseed K`` draws each hard prompt K more times with other seeds (100, 101, …) with the shipped
+model (or ``--model``) and counts how often the judge reads the style right: are the misses the
+model's picture of the prompt, or the eval seed's? Related checkpoints share their seeds' layouts,
+so agreement between them alone cannot tell.
+
+Fast (seconds) without ``--reseed``; with it, about a second a picture on one thread.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ def main() -> None:
     parser.add_argument("reports", type=Path, nargs="+", help="report JSON files, one per model")
     parser.add_argument("--hard", type=int, default=None,
                         help="a prompt is hard when at least this many models miss it (default: all but one)")
+    parser.add_argument("--reseed", type=int, default=0, help="draw each hard prompt this many more times")
+    parser.add_argument("--model", type=Path, default=None, help="model for --reseed (default: shipped)")
     args = parser.parse_args()
     hard_at = args.hard if args.hard is not None else max(1, len(args.reports) - 1)
 
@@ -65,6 +72,20 @@ def main() -> None:
     print(f"the style judge reads the real icons of {right} of these {len(hard)} prompts right")
     for (prompt, _), r in zip(hard, read, strict=True):
         print(f"  {prompt}: real icon read as {r}")
+    if args.reseed > 0:
+        from easel.diffusion.pipeline import load_pipeline
+
+        pipe = load_pipeline(args.model)
+        seeds = [100 + i for i in range(args.reseed)]
+        right_total = 0
+        print(f"each hard prompt drawn with seeds {seeds[0]}..{seeds[-1]}:")
+        for key in hard:
+            images = pipe([key[0]] * len(seeds), seeds=seeds, upscale=False).images
+            logits, _ = judges.style.predict(np.stack([to_rgb_array(image) for image in images]))
+            right = sum(judges.style.classes[j] == set_of[key] for j in logits.argmax(1).tolist())
+            right_total += right
+            print(f"  {key[0]}: style right {right} of {len(seeds)}")
+        print(f"style right {right_total} of {len(seeds) * len(hard)} on the other seeds")
 
 
 if __name__ == "__main__":
