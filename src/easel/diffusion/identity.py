@@ -1,7 +1,7 @@
 """Which weights made an image: one digest of a model folder's weight files.
 
-A model id names a model, but two trainings can carry one id (session 14 shipped-candidate
-ids collided); the digest names the weights themselves. It is the sha256 of the listing that
+A model id names a model, but two trainings can carry one id (two branches of one run have
+done so); the digest names the weights themselves. It is the sha256 of the listing that
 ``sha256sum`` prints for the folder's weight files (``*.safetensors``, ``*.bin``, ``*.ckpt``,
 ``*.pt``, ``*.pth``, at any depth), sorted by path, so anyone holding the folder can recompute
 it without Easel::
@@ -110,7 +110,7 @@ def checkpoint_folder(path_or_id: str) -> Path | None:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(path_or_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 — any failure means: not in the local cache
+    except (OSError, ValueError):  # not in the local cache, or not a valid model id
         return None
 
 

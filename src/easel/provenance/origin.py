@@ -116,9 +116,13 @@ def model_origin(provenance: dict[str, Any] | None, db_url: str, extra_dir: Path
             origin["notes"].append("the model card names another dataset than the record")
     dataset_id = provenance.get("dataset_id")
     if dataset_id:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from easel.errors import EaselError
+
         try:
             known = registry_dataset(db_url, str(dataset_id))
-        except Exception as exc:  # noqa: BLE001 — the answer stands without the registry's part
+        except (SQLAlchemyError, EaselError) as exc:  # the answer stands without the registry's part
             log.warning("could not read dataset %s from the registry: %s", dataset_id, exc)
             known = None
         if known is not None:
