@@ -69,10 +69,21 @@ def test_import_build_withdraw_affected(db_url: str, easel_home: Path,
     style = _manifest_rows(easel_home)
     assert "alpha:red-heart" in style and "alpha:fox-face" not in style
 
+    # Two images made by base-v1 and one by an unrecorded model name the first dataset.
+    from PIL import Image
+
+    from easel.provenance.publish import GenerationInfo, publish_image
+
+    for model_id in ("base-v1", "base-v1", "other-model"):
+        publish_image(Image.new("RGB", (96, 96), (200, 40, 40)),
+                      GenerationInfo(prompt="x", mode="txt2img", model_id=model_id, dataset_id=first_id,
+                                     seed=1, parameters={}), easel_home / "out")
     report = run_cli("registry", "affected", "--artist", "alpha", check=True).stdout
     assert f"dataset {first_id}" in report and "2 no longer allowed" in report
     assert f"withdrawn {fox}" in report and f"withdrawn {heart}" in report
     assert "model base-v1 (base)" in report
+    assert "3 logged output(s) name it as their training data (2 by base-v1, 1 by other-model)" in report
+    assert report.count("logged output(s)") == 1  # the later datasets have none
     assert report.count("dataset ") == 3
     assert events  # every manifest row maps to a registered work
 

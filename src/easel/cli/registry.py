@@ -389,3 +389,7 @@ def affected_cmd(artist: str = typer.Option(..., "--artist", help="Artist id."))
                 typer.echo(f"  withdrawn {work_id}: {reason}")
             for model in entry.models:
                 typer.echo(f"  model {model.id} ({model.kind}) {model.path}")
+            if entry.outputs:
+                by_model = ", ".join(f"{n} by {m}" for m, n in sorted(entry.model_outputs.items()))
+                typer.echo(f"  {entry.outputs} logged output(s) name it as their training data ({by_model}); "
+                           "`easel verify` shows each one's record")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from easel.errors import BadInput
@@ -70,10 +70,16 @@ class AffectedDataset:
     works: list[str] = field(default_factory=list)
     withdrawn: dict[str, str] = field(default_factory=dict)  # work id → why no longer allowed
     models: list[TrainedModel] = field(default_factory=list)
+    outputs: int = 0  # images in this database's generation log whose record names the dataset
+    model_outputs: dict[str, int] = field(default_factory=dict)  # model id → its logged images
 
 
 def affected(session: Session, artist_id: str) -> list[AffectedDataset]:
-    """Every recorded dataset that includes a work of ``artist_id``, oldest first."""
+    """Every recorded dataset that includes a work of ``artist_id``, oldest first, with the
+    models trained on it and the images logged here whose records name it (in all and per model
+    id): the outputs a withdrawal may concern."""
+    from easel.provenance.log import GenerationRecord
+
     get_artist(session, artist_id)
     rows = session.execute(
         select(Dataset, Work)
@@ -93,4 +99,9 @@ def affected(session: Session, artist_id: str) -> list[AffectedDataset]:
         entry.withdrawn = {wid: d.reason for wid, d in decisions.items() if not d.allowed}
         entry.models = list(session.execute(select(TrainedModel).where(
             TrainedModel.dataset_id == dataset_id).order_by(TrainedModel.created_at)).scalars())
+        entry.outputs = int(session.scalar(select(func.count()).select_from(GenerationRecord).where(
+            GenerationRecord.dataset_id == dataset_id)) or 0)
+        entry.model_outputs = {model_id: int(n) for model_id, n in session.execute(
+            select(GenerationRecord.model_id, func.count()).where(
+                GenerationRecord.dataset_id == dataset_id).group_by(GenerationRecord.model_id))}
     return list(out.values())
