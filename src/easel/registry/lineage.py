@@ -99,9 +99,8 @@ def affected(session: Session, artist_id: str) -> list[AffectedDataset]:
         entry.withdrawn = {wid: d.reason for wid, d in decisions.items() if not d.allowed}
         entry.models = list(session.execute(select(TrainedModel).where(
             TrainedModel.dataset_id == dataset_id).order_by(TrainedModel.created_at)).scalars())
-        entry.outputs = int(session.scalar(select(func.count()).select_from(GenerationRecord).where(
-            GenerationRecord.dataset_id == dataset_id)) or 0)
         entry.model_outputs = {model_id: int(n) for model_id, n in session.execute(
             select(GenerationRecord.model_id, func.count()).where(
                 GenerationRecord.dataset_id == dataset_id).group_by(GenerationRecord.model_id))}
+        entry.outputs = sum(entry.model_outputs.values())
     return list(out.values())
