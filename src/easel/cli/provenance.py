@@ -29,20 +29,18 @@ def verify(
 
     Exit status: 0 when provenance was found, 1 when nothing was found.
     """
-    from easel.provenance.verify import verify_image
-
-    folder_digest = None
-    if model_dir is not None:
-        from easel.config import get_settings
-        from easel.diffusion.identity import weights_digest
-
-        folder_digest = weights_digest(model_dir, get_settings().home / "cache")  # bad folder: fail first
     from easel.config import get_settings
     from easel.provenance.origin import verification_origin
+    from easel.provenance.verify import verify_image
 
+    settings = get_settings()
+    folder_digest = None
+    if model_dir is not None:
+        from easel.diffusion.identity import weights_digest
+
+        folder_digest = weights_digest(model_dir, settings.home / "cache")  # bad folder: fail first
     result = verify_image(image, exhaustive=all_checks)
     weights = _weights_check(result, model_dir, folder_digest)
-    settings = get_settings()
     origin = verification_origin(result, settings.db_url, model_dir, settings.home / "cache")
     if as_json:
         extra = {"weights": weights} if weights else {}

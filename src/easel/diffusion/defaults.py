@@ -8,8 +8,12 @@ server's request schemas can read it without loading the model stack.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from easel.errors import BadInput
+
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "embedded"
+"""The embedded model shipped in the package (its upscaler is the ``upscaler`` folder in it)."""
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,12 @@ from PIL import Image
 
 from easel.corpus.captions import split_style
 from easel.diffusion.data import to_pil
-from easel.diffusion.defaults import SAMPLING, check_guidance, check_guidance_interval
+from easel.diffusion.defaults import SAMPLING, SHIPPED_MODEL_DIR, check_guidance, check_guidance_interval
 from easel.diffusion.text_encoder import MAX_PROMPT_CHARS, PromptEmbeddings, get_text_encoder
 from easel.errors import BadInput, NotFound
 
 log = logging.getLogger(__name__)
 
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "embedded"
 MAX_IMAGES = 64
 
 

@@ -53,7 +53,9 @@ MAX_BATCH = 32
 
 def default_upscaler_dir() -> Path:
     """The shipped weights: ``easel/models/embedded/upscaler`` inside the package."""
-    return Path(__file__).resolve().parents[1] / "models" / "embedded" / "upscaler"
+    from easel.diffusion.defaults import SHIPPED_MODEL_DIR
+
+    return SHIPPED_MODEL_DIR / "upscaler"
 
 
 class _ResBlock(nn.Module):

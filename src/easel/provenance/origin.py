@@ -22,12 +22,11 @@ log = logging.getLogger(__name__)
 def candidate_model_dirs(extra: Path | None = None) -> list[Path]:
     """Model folders this machine knows, without duplicates: ``extra``, the configured model, the
     shipped one and its upscaler (which ``easel upscale`` records as a model of its own)."""
-    import easel
     from easel.config import get_settings
+    from easel.diffusion.defaults import SHIPPED_MODEL_DIR
 
-    shipped = Path(easel.__file__).resolve().parent / "models" / "embedded"  # pipeline.SHIPPED_MODEL_DIR,
-    out: list[Path] = []                                                     # without importing torch
-    for folder in (extra, get_settings().model_dir, shipped, shipped / "upscaler"):
+    out: list[Path] = []
+    for folder in (extra, get_settings().model_dir, SHIPPED_MODEL_DIR, SHIPPED_MODEL_DIR / "upscaler"):
         if folder is not None and Path(folder).is_dir() and Path(folder).resolve() not in {
                 p.resolve() for p in out}:
             out.append(Path(folder))
