@@ -43,13 +43,14 @@ def model_hash(runner: JobRunner) -> str:
     cached = getattr(runner, "_sd_hash", None)
     if cached:
         return str(cached)
-    digest = hashlib.sha256()
+    from easel.corpus.sources import sha256_file
+
+    value = hashlib.sha256().hexdigest()  # of nothing, when there is no file to hash
     if runner.model_dir is not None:
         weights = runner.model_dir / "unet" / "diffusion_pytorch_model.safetensors"
         target = weights if weights.exists() else runner.model_dir / "model_index.json"
         if target.exists():
-            digest.update(target.read_bytes())
-    value = digest.hexdigest()
+            value = sha256_file(target)
     runner._sd_hash = value  # type: ignore[attr-defined]
     return value
 
