@@ -44,6 +44,15 @@ def test_eval_cli_shows_judges_then_scores_references(synthetic_manifest: Path, 
     assert len(report["contact_sheet"]["prompts"]) == 16
     assert Image.open(sheet).width > 4 * 128
 
+    # Two pictures per prompt: both draws are scored, and the report says so.
+    drawn = tmp_path / "drawn.json"
+    proc = run_cli("eval", "model", "--reference", "real", "--manifest", m, "-n", "3", "--draws", "2",
+                   "--json", str(drawn), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 pictures per prompt" in proc.stdout
+    two = json.loads(drawn.read_text())
+    assert two["settings"]["draws"] == 2 and len(two["items"]) == 6 and len(two["by_draw"]) == 2
+
     # The real icons of the same prompts, then the two compared prompt by prompt.
     real_out = tmp_path / "real.json"
     proc = run_cli("eval", "model", "--reference", "real", "--manifest", m, "-n", "6",
@@ -82,6 +91,9 @@ def test_eval_cli_bad_input_is_one_clear_line(synthetic_manifest: Path, tmp_path
     assert proc.returncode == 2 and "no sampler" in proc.stderr
     proc = run_cli("eval", "model", "--manifest", str(synthetic_manifest), "--style-guidance", "-1", env=env)
     assert proc.returncode == 2 and "--style-guidance must be between 0" in proc.stderr
+    proc = run_cli("eval", "model", "--reference", "noise", "--manifest", str(synthetic_manifest),
+                   "--draws", "0", env=env)
+    assert proc.returncode == 2 and "--draws must be between 1 and 64, got 0" in proc.stderr
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from easel.evaluation import (
     load_eval_corpus,
     select_prompts,
 )
-from easel.evaluation.data import concept_holdout, to_rgb_array
+from easel.evaluation.data import DRAW_SEED_STRIDE, concept_holdout, to_rgb_array, with_draws
 from easel.evaluation.judges import judge_dir, judge_split
 from easel.evaluation.metrics import frechet_distance
 from tests.evaluation.conftest import TINY_TRAIN
@@ -212,3 +212,32 @@ def test_judges_leave_the_callers_threads_alone(tiny_judges) -> None:  # type: i
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_draws_pool_several_seeds_per_prompt_and_say_how_far_apart_they_lie(tiny_judges) -> None:  # type: ignore[no-untyped-def]
+    corpus, judges = tiny_judges
+    rows = select_prompts(corpus, "train", n=6)
+    drawn = with_draws(rows, 3)
+    assert drawn[:6] == rows  # draw 0 is the one-draw evaluation itself
+    assert [r.seed for r in drawn[6:12]] == [r.seed + DRAW_SEED_STRIDE for r in rows]
+    assert len({r.seed for r in drawn}) == 18 and {r.draw for r in drawn} == {0, 1, 2}
+    # real icons for draws 0 and 2, noise for draw 1 (told apart by their seeds)
+    real, noise = RealIconGenerator(corpus), NoiseGenerator()
+
+    def mixed(prompts: list[str], seeds: list[int]) -> list:
+        return [(noise if s // DRAW_SEED_STRIDE == 1 else real)([p], [s])[0]
+                for p, s in zip(prompts, seeds, strict=True)]
+
+    report = evaluate_generator(mixed, drawn, corpus=corpus, judges=judges, progress=False)
+    one = evaluate_generator(mixed, rows, corpus=corpus, judges=judges, progress=False)
+    assert report["draws"] == 3 and report["generated"]["overall"]["n"] == 18
+    by = [d["seen_style_accuracy"] for d in report["by_draw"]]
+    assert by[0] == by[2] == one["generated"]["seen"]["style_accuracy"] > by[1]
+    pooled = report["generated"]["seen"]["style_accuracy"]
+    assert pooled == pytest.approx(sum(by) / 3, abs=1e-3)
+    assert report["spread"]["seen_prompts"] == 6 and report["spread"]["seen_style_accuracy_se"] > 0
+    assert [it["draw"] for it in report["items"]] == [r.draw for r in drawn]
+    assert report["real_icons"]["overall"]["n"] == 6  # the real icons once per prompt
+    assert "3 pictures per prompt" in format_report(report)
+    with pytest.raises(BadInput, match="--draws must be between 1"):
+        with_draws(rows, 0)

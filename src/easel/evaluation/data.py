@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -74,6 +74,7 @@ class PromptRow:
     split: str
     prompt: str
     seed: int
+    draw: int = 0  # which of a prompt's pictures this is (``with_draws``)
 
     @property
     def seen(self) -> bool:
@@ -193,6 +194,27 @@ def parse_splits(split: str) -> tuple[str, ...]:
     if not parts or unknown:
         raise BadInput(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)} or a comma list")
     return parts
+
+
+DRAW_SEED_STRIDE = 1_000_003
+"""Seed offset between two draws of one prompt: draw ``r`` of the prompt with seed ``s`` uses
+``s + r·DRAW_SEED_STRIDE`` (a prime well past any prompt count, so no two pictures share a seed)."""
+MAX_DRAWS = 64
+
+
+def check_draws(draws: int) -> None:
+    """``BadInput`` unless ``draws`` is a usable number of pictures per prompt."""
+    if not 1 <= draws <= MAX_DRAWS:
+        raise BadInput(f"--draws must be between 1 and {MAX_DRAWS}, got {draws}",
+                       hint="1 is one picture per prompt; 4 averages out most of the seeds' luck")
+
+
+def with_draws(rows: list[PromptRow], draws: int) -> list[PromptRow]:
+    """``rows`` repeated ``draws`` times, draw by draw, each draw with its own seeds; draw 0 is
+    ``rows`` itself, so a one-draw evaluation and the first draw of a longer one are the same
+    pictures."""
+    check_draws(draws)
+    return [replace(r, seed=r.seed + d * DRAW_SEED_STRIDE, draw=d) for d in range(draws) for r in rows]
 
 
 def select_prompts(corpus: EvalCorpus, split: str = "val", n: int = DEFAULT_N_PROMPTS,

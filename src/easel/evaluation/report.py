@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from easel.errors import BadInput, EaselError
-from easel.evaluation.data import EvalCorpus, PromptRow, to_rgb_array
+from easel.evaluation.data import DRAW_SEED_STRIDE, EvalCorpus, PromptRow, to_rgb_array
 from easel.evaluation.judges import Judges, topk_hits
 from easel.evaluation.metrics import (
     NEAR_COPY_RMSE,
@@ -119,7 +120,7 @@ def _score(images: np.ndarray, rows: Sequence[PromptRow], judges: Judges, corpus
     for i, r in enumerate(rows):
         items.append({
             "prompt": r.prompt, "seed": r.seed, "item_id": r.item_id, "set_id": r.set_id,
-            "concept": r.concept, "split": r.split, "seen": bool(r.seen),
+            "concept": r.concept, "split": r.split, "seen": bool(r.seen), "draw": r.draw,
             "style_predicted": judges.style.classes[int(s_logits[i].argmax())],
             "concept_predicted": judges.concept.classes[int(c_logits[i].argmax())],
             "concept_rank": int(ranks[i]), **near_list[i],
@@ -144,6 +145,41 @@ def judge_summary(judges: Judges) -> dict:
                     "val_test_concepts": cm.get("val_test_concepts"),
                     "train_config": judges.concept.config.get("train_config")},
     }
+
+
+def _draw_figures(rows: Sequence[PromptRow], items: list[dict]) -> tuple[list[dict], dict]:
+    """Per draw, the seen concepts' style accuracy and top-5; and the standard errors of the
+    pooled figures with each prompt's pictures taken together (a prompt is one sample: its draws
+    share a concept and a style, so they are not independent)."""
+    by_draw: dict[int, list[dict]] = defaultdict(list)
+    by_prompt: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r, it in zip(rows, items, strict=True):
+        by_draw[r.draw].append(it)
+        if r.seen:
+            by_prompt[(r.item_id, r.prompt)].append(it)
+
+    def style_ok(it: dict) -> float:
+        return float(it["style_predicted"] == it["set_id"])
+
+    def top5(it: dict) -> float:
+        return float(it["concept_rank"] <= 5)
+
+    def rate(its: list[dict], hit: Callable[[dict], float]) -> float | None:
+        seen = [it for it in its if it["seen"]]
+        return round(sum(map(hit, seen)) / len(seen), 4) if seen else None
+
+    per_draw = [{"draw": d, "seeds": [its[0]["seed"], its[-1]["seed"]],
+                 "seen_style_accuracy": rate(its, style_ok), "seen_concept_top5": rate(its, top5)}
+                for d, its in sorted(by_draw.items())]
+
+    def clustered_se(hit: Callable[[dict], float]) -> float | None:
+        means = np.asarray([np.mean([hit(it) for it in its]) for its in by_prompt.values()])
+        if len(means) < 2:
+            return None
+        return round(float(means.std(ddof=1) / math.sqrt(len(means))), 4)
+
+    return per_draw, {"seen_prompts": len(by_prompt), "seen_style_accuracy_se": clustered_se(style_ok),
+                      "seen_concept_top5_se": clustered_se(top5)}
 
 
 def evaluate_generator(generate: Generator, rows: Sequence[PromptRow], *, corpus: EvalCorpus,
@@ -187,11 +223,16 @@ def evaluate_generator(generate: Generator, rows: Sequence[PromptRow], *, corpus
                          "training_icons": int(len(train_idx))},
         "generated": generated,
     }
-    # 5. the prompts' own real icons, scored the same way
+    draws = max(r.draw for r in rows) + 1
+    if draws > 1:
+        report["draws"] = draws
+        report["by_draw"], report["spread"] = _draw_figures(rows, items)
+    # 5. the prompts' own real icons (once per prompt), scored the same way
     if real_baseline:
+        first = [r for r in rows if r.draw == 0]
         index = {r["item_id"]: i for i, r in enumerate(corpus.rows)}
-        real_imgs = all_real[[index[r.item_id] for r in rows]]
-        report["real_icons"], _ = _score(real_imgs, rows, judges, corpus, space, pool, pool_feats, memo)
+        real_imgs = all_real[[index[r.item_id] for r in first]]
+        report["real_icons"], _ = _score(real_imgs, first, judges, corpus, space, pool, pool_feats, memo)
     report["seconds"] = {"generate": round(gen_seconds, 1),
                          "score": round(time.perf_counter() - t1, 1),
                          "per_image": round(gen_seconds / len(rows), 3)}
@@ -207,6 +248,19 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
+def _draw_lines(report: dict) -> list[str]:
+    if report.get("draws", 1) <= 1:
+        return []
+    spread = report["spread"]
+    styles = " ".join(_fmt(d["seen_style_accuracy"]) for d in report["by_draw"])
+    tops = " ".join(_fmt(d["seen_concept_top5"]) for d in report["by_draw"])
+    return [f"{report['draws']} pictures per prompt (draw r adds r x {DRAW_SEED_STRIDE:,} to the seed); "
+            f"figures pool them all",
+            f"seen concepts by draw: style {styles}; top-5 {tops}",
+            f"standard error over the {spread['seen_prompts']} seen prompts: style "
+            f"{_fmt(spread['seen_style_accuracy_se'])}, top-5 {_fmt(spread['seen_concept_top5_se'])}"]
+
+
 def format_report(report: dict) -> str:
     """A plain-text table of a report: metric, value, the real icons' value, the judge's own
     accuracy on held-out real images."""
@@ -218,6 +272,7 @@ def format_report(report: dict) -> str:
     lines = [
         f"generator: {report['generator']}   prompts: {report['n_prompts']} from split(s) "
         f"{', '.join(report['splits'])}   seeds {report['seeds'][0]}..{report['seeds'][1]}",
+        *_draw_lines(report),
         "",
         f"{'metric':<22}{'generated':>10}{'real icons':>12}   judge on held-out real images",
         f"{'style accuracy':<22}{_fmt(g['overall'].get('style_accuracy')):>10}"
