@@ -149,6 +149,18 @@ def main() -> None:
         pick = {k: max(range(n_cand), key=lambda j, k=k: desc[name][k][j]) for k in keys}
         rows.append({"selector": f"descriptor {name}", "style": rate(pick, style_ok),
                      "top5": rate(pick, top5), "style_all": rate(pick, style_ok, only_seen=False)})
+    # the two style readers side by side, on every seen candidate picture
+    pairs = [(by_key[j][k], desc["verdict"][k][j]) for k in keys if seen[k] for j in range(n_cand)]
+    def share(hits: Any) -> float:
+        return round(sum(hits) / len(pairs), 4)
+
+    agreement = {
+        "pictures": len(pairs),
+        "judge_reads_asked_set": share(it["style_predicted"] == it["set_id"] for it, _ in pairs),
+        "descriptor_reads_asked_set": share(v == it["set_id"] for it, v in pairs),
+        "both_read_asked_set": share(v == it["set_id"] == it["style_predicted"] for it, v in pairs),
+        "same_set": share(v == it["style_predicted"] for it, v in pairs),
+    }
     first = {k: 0 for k in keys}
     oracle = {k: next((j for j in range(n_cand) if style_ok(j, k)), 0) for k in keys}
     summary = {
@@ -158,12 +170,14 @@ def main() -> None:
         "oracle_style": rate(oracle, style_ok),
         "selected": rows,
         "descriptor_real_accuracy": desc["real_accuracy"],
+        "agreement": agreement,
         "logp": {f"{p}|{s}": v for (p, s), v in logps.items()},
         "items": [[by_key[j][k] for j in range(n_cand)] for k in keys],
     }
     print(f"candidate 0: style {summary['candidate_0']['style']}, top-5 {summary['candidate_0']['top5']}; "
           f"each candidate: {summary['per_candidate_style']}; oracle style {summary['oracle_style']}")
     print(f"descriptor style head on held-out real icons: {desc['real_accuracy']}")
+    print(f"on the generated pictures (seen concepts): {agreement}")
     for row in rows:
         by = f"after step {row['after_step']:2d}" if "after_step" in row else f"by {row['selector']}"
         print(f"  chosen {by}: style {row['style']:.3f}  top-5 {row['top5']:.3f}")
@@ -220,9 +234,20 @@ def descriptor_scores(corpus: Any, asked: dict[tuple[str, int], str], images: di
     out: dict[str, Any] = {"centroid": {}, "knn": {}, "real_accuracy": {
         "centroid": round(float((by_centroid == held_set).mean()), 4),
         "knn": round(float((by_knn == held_set).mean()), 4), "n": int(len(held_idx))}}
+    from easel.config import get_settings
+    from easel.evaluation.judges import ensure_judges
+
+    style_judge = ensure_judges(corpus, get_settings().home).style
+    judge_says = [style_judge.classes[i] for i in style_judge.predict(pixels[held_idx])[0].argmax(1).tolist()]
+    out["real_accuracy"]["judge"] = round(float(np.mean([j == sets[h] for j, h in zip(judge_says, held_set,
+                                                                                        strict=True)])), 4)
+    out["real_accuracy"]["same_set_as_judge"] = round(float(np.mean([j == sets[c] for j, c in zip(
+        judge_says, by_centroid, strict=True)])), 4)
+    out["verdict"] = {}
     for key, set_id in asked.items():
         d = style_of(images[key])
         label = sets.index(set_id)
+        out["verdict"][key] = [sets[i] for i in (d @ cents.T).argmax(1).tolist()]
         out["centroid"][key] = centroid_margin(d, label).tolist()
         out["knn"][key] = (knn_share(d, label) + 1e-3 * centroid_margin(d, label)).tolist()
     return out
