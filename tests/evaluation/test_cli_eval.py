@@ -291,3 +291,23 @@ def test_a_point_at_another_guidance_stands_beside_the_old_one(tmp_path: Path) -
     record_evaluation(tmp_path, report(3.0), "tiny-s7")  # the old default's point is replaced
     curve = read_model_card(tmp_path)["learning_curve"]
     assert [(p.get("guidance"), p["style_accuracy"]) for p in curve] == [(3.0, 0.4), (6.0, 0.4)]
+
+
+def test_a_point_of_several_draws_stands_beside_the_one_draw_point(tmp_path: Path) -> None:
+    """Pooling more pictures per prompt measures the same model more closely, not another model:
+    its point stands beside the one-draw point, and the card shows the draws and the error."""
+    from easel.diffusion.model_card import read_model_card, record_evaluation
+
+    _card_with_one_point(tmp_path, "tiny-s7", {"model_id": "tiny-s7", "guidance": 6.0})
+    report = {"splits": ["val"], "n_prompts": 3, "settings": {"steps": 20, "guidance": 6.0, "draws": 4},
+              "draws": 4, "spread": {"seen_prompts": 3, "seen_style_accuracy_se": 0.031},
+              "by_draw": [{"draw": d} for d in range(4)],
+              "generated": {"overall": NEW_FIGURES}, "real_icons": {"overall": NEW_FIGURES}}
+    for _ in range(2):  # a re-run with as many draws replaces its point
+        record_evaluation(tmp_path, report, "tiny-s7")
+    card = read_model_card(tmp_path)
+    assert [(p.get("draws"), p["style_accuracy"]) for p in card["learning_curve"]] == [(None, 0.1), (4, 0.4)]
+    assert card["learning_curve"][1]["seen_style_se"] == 0.031
+    assert set(card["evaluation"]) == {"val, 4 draws"} and card["evaluation"]["val, 4 draws"]["draws"] == 4
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "| 3 × 4 draws | 6 | 0.400 (seen ± 0.031) |" in text

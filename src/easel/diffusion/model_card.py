@@ -178,7 +178,9 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
     if curve:
         lines += ["", "## Learning curve", "",
                   "`easel eval model --record` after each export (same prompts and seeds each time; "
-                  "the guidance scale changes the figures, so compare points of one guidance):", "",
+                  "the guidance scale changes the figures, so compare points of one guidance; "
+                  "points of several draws pool that many pictures per prompt, and give the "
+                  "standard error of the seen concepts' style with each prompt as one sample):", "",
                   "| steps | samples | CPU-hours | split | prompts | guidance | style acc. "
                   "| concept top-5 | Fréchet | near-copies | real icons: style / top-5 "
                   "| judges on held-out real: style / top-5 |",
@@ -189,8 +191,11 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
             decoder = DECODER_SUFFIX.search(str(p.get("model_id", "")))
             if decoder:  # the same denoiser with a fine-tuned decoder (`--decoder-only`)
                 where += f" + decoder d{decoder.group(1)}"
+            prompts = f"{p['n']} × {p['draws']} draws" if p.get("draws", 1) > 1 else f"{p['n']}"
+            style = f"{p['style_accuracy']:.3f}" + (f" (seen ± {p['seen_style_se']:.3f})"
+                                                    if p.get("seen_style_se") is not None else "")
             lines.append(f"| {p['steps']}{where} | {p['samples']:,} | {p['cpu_hours']:.2f} | {p['split']} "
-                         f"| {p['n']} | {_curve_guidance(p):g} | {p['style_accuracy']:.3f} "
+                         f"| {prompts} | {_curve_guidance(p):g} | {style} "
                          f"| {p['concept_top5']:.3f} "
                          f"| {p['frechet']:.1f} "
                          f"| {p['near_copy_share']:.3f} | {p['real_style']:.3f} / {p['real_top5']:.3f} "
@@ -211,7 +216,8 @@ def _curve_guidance(point: dict[str, Any]) -> float:
     return float(point.get("guidance", LEGACY_CURVE_GUIDANCE))
 
 
-EVALUATION_KEYS = ("n_prompts", "settings", "generated", "real_icons", "judges", "memorisation")
+EVALUATION_KEYS = ("n_prompts", "draws", "settings", "generated", "by_draw", "spread", "real_icons", "judges",
+                   "memorisation")
 
 
 def _judges_cell(point: dict[str, Any]) -> str:
@@ -237,7 +243,9 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
                          f"{card.get('model_id')}); nothing recorded",
                          hint="evaluate a copy of the directory")
     key = ",".join(report["splits"])
-    card.setdefault("evaluation", {})[key] = {k: report[k] for k in EVALUATION_KEYS if k in report}
+    draws = int(report.get("draws", 1))
+    label = key if draws == 1 else f"{key}, {draws} draws"
+    card.setdefault("evaluation", {})[label] = {k: report[k] for k in EVALUATION_KEYS if k in report}
     t, g, real = card["training"], report["generated"]["overall"], report["real_icons"]["overall"]
     expert = card.get("high_noise_expert") or {}  # a pair's curve point counts both denoisers
     point = {"steps": t["steps"] + int(expert.get("steps", 0)),
@@ -247,6 +255,11 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
              "concept_top1": g["concept_top1"], "concept_top5": g["concept_top5"], "frechet": g["frechet"],
              "near_copy_share": g["near_copy_share"], "real_style": real["style_accuracy"],
              "real_top5": real["concept_top5"], "model_id": model_id}
+    if draws > 1:
+        point["draws"] = draws
+        spread = report.get("spread") or {}
+        if spread.get("seen_style_accuracy_se") is not None:
+            point["seen_style_se"] = spread["seen_style_accuracy_se"]
     if (report.get("settings") or {}).get("guidance") is not None:
         point["guidance"] = float(report["settings"]["guidance"])
     if (report.get("settings") or {}).get("classifier_guidance"):
@@ -258,16 +271,17 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
         point["judge_top5"] = judges["concept"]["real_top5"]
 
     def same(p: dict[str, Any]) -> bool:
-        # One point per model, split and guidance. Points recorded before they carried a model id
-        # stand for the plain model of their steps (no fine-tuned decoder, "-d<steps>").
+        # One point per model, split, guidance and number of draws. Points recorded before they
+        # carried a model id stand for the plain model of their steps (no fine-tuned decoder,
+        # "-d<steps>").
         pid = p.get("model_id") or plain_model_id(model_id)
-        return ((p["steps"], p["split"], pid, _curve_guidance(p))
-                == (point["steps"], key, model_id, _curve_guidance(point)))
+        return ((p["steps"], p["split"], pid, _curve_guidance(p), p.get("draws", 1))
+                == (point["steps"], key, model_id, _curve_guidance(point), draws))
 
     curve = [p for p in card.get("learning_curve", []) if not same(p)]
     card["learning_curve"] = sorted(curve + [point], key=lambda p: (p["steps"], p["split"],
                                                                    p.get("model_id") or "",
-                                                                   _curve_guidance(p)))
+                                                                   _curve_guidance(p), p.get("draws", 1)))
     write_model_card(model_dir, card)
     return point
 
