@@ -250,3 +250,40 @@ def test_every_shipped_weights_file_is_under_50_mb() -> None:
     assert any(f.parent.name == "unet" for f in files)  # the rule is checked on the real folder
     for f in files:
         assert f.stat().st_size < 50 * 1024 * 1024, f
+
+
+def test_a_self_conditioned_unet_reads_the_last_steps_estimate() -> None:
+    """Self-conditioning: a UNet grown to read a clean-latent estimate starts as the same
+    function (same pictures); once its estimate weights move, the pictures change (the sampler
+    feeds it the last step's estimate), seeds still reproduce, and img2img and saving work."""
+    import tempfile
+
+    import torch
+
+    from easel.diffusion.configs import has_self_condition
+    from easel.diffusion.growth import add_self_condition
+    from easel.diffusion.tiny import tiny_pipeline
+
+    base = tiny_pipeline()
+    grown = tiny_pipeline()
+    grown.register_modules(unet=add_self_condition(base.unet))
+    assert has_self_condition(grown.unet.config) and not has_self_condition(base.unet.config)
+
+    def txt(p: EaselPipeline) -> np.ndarray:
+        return _arr(p("fox face, twemoji style", seeds=[7], num_inference_steps=6, upscale=False).images[0])
+
+    plain = txt(base)
+    assert np.array_equal(txt(grown), plain)
+    with torch.no_grad():
+        grown.unet.conv_in.weight[:, 4:].normal_(0.0, 0.5, generator=torch.Generator().manual_seed(3))
+    reading = txt(grown)
+    assert not np.array_equal(reading, plain) and np.array_equal(txt(grown), reading)
+    init = Image.new("RGB", (64, 64), (200, 40, 40))
+    assert grown("fox face", image=init, strength=0.5, seeds=[1], num_inference_steps=4,
+                 upscale=False).images[0].size == (64, 64)
+    with tempfile.TemporaryDirectory() as tmp:
+        grown.save_pretrained(tmp, safe_serialization=True)
+        loaded = load_pipeline(Path(tmp), device="cpu")
+        assert has_self_condition(loaded.unet.config) and np.array_equal(txt(loaded), reading)
+    with pytest.raises(ValueError, match="already"):
+        add_self_condition(grown.unet)

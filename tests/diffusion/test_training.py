@@ -405,6 +405,21 @@ def test_training_from_a_model_grows_it_first(tmp_path: Path) -> None:
         assert torch.allclose(state.ema.eval()(**inputs).sample, start(**inputs).sample, atol=1e-6)
     resumed = train_denoiser(enc, tmp_path / "attends.pt", config, max_steps=2, progress=False)
     assert resumed.step == 2 and has_attention_16(resumed.unet.config)
+    # --self-condition: the UNet also reads a clean-latent estimate; from the same function
+    from easel.diffusion.configs import has_self_condition
+
+    config = replace(config, unet_attention_16=False, self_condition=True)
+    state = train_denoiser(enc, tmp_path / "selfcond.pt", config, max_steps=0, progress=False,
+                           init_from=start_dir)
+    assert has_self_condition(state.ema.config)
+    estimate = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        wide = dict(inputs, sample=torch.cat([inputs["sample"], estimate], dim=1))
+        assert torch.allclose(state.ema.eval()(**wide).sample, start(**inputs).sample, atol=1e-6)
+    resumed = train_denoiser(enc, tmp_path / "selfcond.pt", config, max_steps=3, progress=False)
+    assert resumed.step == 3 and has_self_condition(resumed.unet.config)
+    moved = resumed.unet.state_dict()["conv_in.weight"][:, 4:]
+    assert moved.abs().sum() > 0  # the estimate's input weights learn (they started at zero)
 
 
 def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
@@ -425,6 +440,12 @@ def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
         assert proc.returncode == 2, (value, proc.stderr)
         assert message in proc.stderr and "--transformer-layers" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+    (model / "unet" / "config.json").write_text(json.dumps(
+        {"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+         "in_channels": 8, "out_channels": 4}))
+    proc = run_cli("train", "base", "--init-from", str(model), "--out", str(tmp_path / "out"),
+                   "--steps", "1", "--no-self-condition", env=env)
+    assert proc.returncode == 2 and "is self-conditioned" in proc.stderr, proc.stderr
     proc = run_cli("train", "base", "--init-from", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"),
                    "--steps", "1", env=env)
     assert proc.returncode == 2 and "not a model directory" in proc.stderr, proc.stderr

@@ -201,6 +201,22 @@ def _sigma_range(text: str | None) -> tuple[float, float]:
     return check_guidance_interval((lo, hi), "--sigma-range")  # the same noise-level bounds
 
 
+def _self_condition(asked: bool | None, init_from: Path | None) -> bool:
+    """``--self-condition``: as asked, else as the --init-from model has it; a self-conditioned
+    model cannot be turned back into one without."""
+    from easel.diffusion.configs import has_self_condition
+    from easel.errors import BadInput
+
+    has = False
+    if init_from is not None and (init_from / "unet" / "config.json").exists():
+        has = has_self_condition(json.loads((init_from / "unet" / "config.json").read_text()))
+    if asked is False and has:
+        raise BadInput(f"--no-self-condition: the --init-from model {init_from} is self-conditioned, "
+                       "and its input for the estimate cannot be taken away",
+                       hint="leave the option out to keep it")
+    return has if asked is None else asked
+
+
 @train_app.command("base")
 def base(
     manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
@@ -231,6 +247,12 @@ def base(
                                       "added as the identity, so training starts from the same "
                                       "model. Default: as the --init-from model has it (the shipped "
                                       "model has none there)."),
+    self_condition: bool = typer.Option(None, "--self-condition/--no-self-condition", help="The "
+                                        "UNet also reads its own previous estimate of the clean "
+                                        "latent (self-conditioning); with --init-from a model "
+                                        "without it, the new input starts at zero weight, so "
+                                        "training starts from the same model. Default: as the "
+                                        "--init-from model has it (the shipped model does not)."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
     cooldown_steps: int = typer.Option(0, "--cooldown-steps", help="Branch off a cool-down for "
@@ -290,6 +312,7 @@ def base(
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     layers, attention_16 = _unet_layout(transformer_layers, init_from, attention_16)
+    self_condition = _self_condition(self_condition, init_from)
     sigmas = _sigma_range(sigma_range)
     expert = sigmas != (0.0, 1.0)
     if expert and (sigmas[1] != 1.0 or init_from is None):
@@ -304,7 +327,7 @@ def base(
     consent = consent_check(path)
     config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
                          unet_transformer_layers=list(layers), unet_attention_16=attention_16,
-                         set_balance=set_balance,
+                         self_condition=self_condition, set_balance=set_balance,
                          style_dropout=style_dropout, learning_rate=learning_rate,
                          sigma_range=sigmas)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))

@@ -38,7 +38,7 @@ TRANSFORMER_LAYERS = (1, 1, 1)
 
 def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: bool = True,
                 transformer_layers: tuple[int, ...] | list[int] = TRANSFORMER_LAYERS,
-                attention_16: bool = False) -> dict[str, Any]:
+                attention_16: bool = False, self_condition: bool = False) -> dict[str, Any]:
     """A small ``UNet2DConditionModel`` over 16×16 latents.
 
     Conditioning: MiniLM token embeddings through cross-attention at 8×8 and 4×4 (and 16×16
@@ -49,7 +49,9 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
     (``(1, 1, 2)`` doubles them at 4×4 and in the middle block: +1.6 M parameters at width
     64 for about a tenth more CPU per sample). ``attention_16`` adds attention blocks at 16×16
     too (down and up), where the latent's finest detail is; without it that level has none and
-    its count is 1.
+    its count is 1. ``self_condition`` doubles the input channels: the latent, then the model's
+    own previous estimate of the clean latent (self-conditioning, Chen et al. 2022; zeros when
+    there is none).
     """
     layers = check_transformer_layers(transformer_layers)
     if cross_attention:
@@ -60,7 +62,8 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
     else:
         down, up, mid = ("DownBlock2D",) * 3, ("UpBlock2D",) * 3, "UNetMidBlock2D"
     return dict(
-        sample_size=LATENT_RESOLUTION, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+        sample_size=LATENT_RESOLUTION, out_channels=LATENT_CHANNELS,
+        in_channels=(2 if self_condition else 1) * LATENT_CHANNELS,
         down_block_types=down, up_block_types=up, mid_block_type=mid,
         block_out_channels=(width, 2 * width, 2 * width), layers_per_block=layers_per_block,
         cross_attention_dim=EMBED_DIM, attention_head_dim=32, norm_num_groups=32,
@@ -68,6 +71,13 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
         # A plain 1 (every level one block) keeps the config diffusers writes for such a UNet.
         transformer_layers_per_block=1 if all(n == 1 for n in layers) else list(layers),
     )
+
+
+def has_self_condition(config: Any) -> bool:
+    """Whether a ``UNet2DConditionModel`` config reads its own previous clean-latent estimate
+    beside the latent (twice as many input channels as output channels)."""
+    config = dict(config)
+    return int(config["in_channels"]) == 2 * int(config["out_channels"])
 
 
 def check_transformer_layers(layers: tuple[int, ...] | list[int], levels: int = 3) -> tuple[int, ...]:
@@ -105,6 +115,9 @@ class TrainConfig:
     unet_transformer_layers: list[int] = field(default_factory=lambda: list(TRANSFORMER_LAYERS))
     unet_attention_16: bool = False  # attention blocks at 16×16 too (`unet_config`)
     cross_attention: bool = True  # False: pooled prompt embedding only (ablation)
+    # The UNet also reads its own estimate of the clean latent (`unet_config`); in training half
+    # of each batch gets one from a first, gradient-free pass, the other half zeros.
+    self_condition: bool = False
     batch_size: int = 32
     learning_rate: float = 4e-4
     warmup_steps: int = 200

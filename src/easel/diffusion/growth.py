@@ -16,7 +16,12 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
 
-from easel.diffusion.configs import check_transformer_layers, has_attention_16, transformer_layers_of
+from easel.diffusion.configs import (
+    check_transformer_layers,
+    has_attention_16,
+    has_self_condition,
+    transformer_layers_of,
+)
 
 
 def _zero_branch_outputs(block: BasicTransformerBlock) -> None:
@@ -94,4 +99,21 @@ def attend_at_16(unet: UNet2DConditionModel) -> UNet2DConditionModel:
                 module.weight.zero_()
                 if module.bias is not None:
                     module.bias.zero_()
+    return grown.to(unet.device)
+
+
+def add_self_condition(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """A copy of ``unet`` that also reads a clean-latent estimate beside the latent
+    (self-conditioning), computing exactly what ``unet`` computes: the input convolution's
+    weights for the new channels start at zero. Raises ``ValueError`` for a UNet that reads one
+    already."""
+    if has_self_condition(unet.config):
+        raise ValueError("this UNet is self-conditioned already")
+    config = dict(unet.config)
+    config["in_channels"] = 2 * int(config["in_channels"])
+    grown: UNet2DConditionModel = UNet2DConditionModel.from_config(config)
+    state = dict(unet.state_dict())
+    old = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([old, torch.zeros_like(old)], dim=1)
+    grown.load_state_dict(state)
     return grown.to(unet.device)

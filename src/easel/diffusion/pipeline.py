@@ -66,9 +66,9 @@ class EaselPipeline(DiffusionPipeline):
         super().__init__()
         if unet_high_noise is not None:
             check_expert(unet, unet_high_noise, high_noise_sigma)
-        if style_classifier is not None and style_classifier.config.in_channels != unet.config.in_channels:
+        if style_classifier is not None and style_classifier.config.in_channels != unet.config.out_channels:
             raise BadInput(f"the style classifier reads {style_classifier.config.in_channels} latent "
-                           f"channels, the model's UNet {unet.config.in_channels}",
+                           f"channels, the model's UNet {unet.config.out_channels}",
                            hint="train the classifier on this model (`easel train style-guide`)")
         self.register_modules(unet=unet, vae=vae, scheduler=scheduler, upscaler=upscaler,
                               unet_high_noise=unet_high_noise, style_classifier=style_classifier)
@@ -221,7 +221,7 @@ class EaselPipeline(DiffusionPipeline):
                 classifier = None
 
         # 3. latents
-        c, r = self.unet.config.in_channels, self.latent_resolution
+        c, r = self.unet.config.out_channels, self.latent_resolution
         noise = torch.stack([
             torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s)) for s in seeds
         ]).to(self.device, self.unet.dtype)
@@ -245,13 +245,15 @@ class EaselPipeline(DiffusionPipeline):
         # 4. denoise
         total = len(timesteps) - start
         only_cond = cond.index(list(range(n, 2 * n))) if use_cfg else cond
+        estimate = torch.zeros_like(latents)  # the last step's clean latent (self-conditioning)
         for i, t in enumerate(timesteps[start:]):
             sigma_now = float(sigmas[start + i])
             guided = use_cfg and (guidance_interval is None
                                   or guidance_interval[0] <= sigma_now <= guidance_interval[1])
-            model_in = torch.cat([latents] * passes) if guided else latents
-            step_cond = cond if guided else only_cond
             denoiser = self.denoiser_at(sigma_now)
+            step_in = with_estimate(denoiser, latents, estimate)
+            model_in = torch.cat([step_in] * passes) if guided else step_in
+            step_cond = cond if guided else only_cond
             v = denoiser(model_in, t.expand(model_in.shape[0]), encoder_hidden_states=step_cond.tokens,
                          encoder_attention_mask=step_cond.mask, class_labels=step_cond.pooled).sample
             if guided:
@@ -262,6 +264,7 @@ class EaselPipeline(DiffusionPipeline):
             if classifier is not None and style_labels is not None:
                 v = guided_velocity(classifier, latents, sigma_now, v, style_labels,
                                     classifier_guidance_scale)
+            estimate = latents - sigma_now * v
             latents = self.scheduler.step(v, t, latents).prev_sample
             if latent_mask is not None and init_latents is not None:
                 next_sigma = sigmas[start + i + 1]
@@ -345,11 +348,39 @@ def load_pipeline(model_dir: Path | None = None, device: str | None = None) -> E
     return pipe
 
 
+def with_estimate(unet: UNet2DConditionModel, latents: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """The UNet's input: ``latents``, and beside them the clean-latent ``estimate`` when the UNet
+    is self-conditioned (``easel.diffusion.configs.unet_config``)."""
+    if unet.config.in_channels == latents.shape[1]:
+        return latents
+    return torch.cat([latents, estimate.to(latents.dtype)], dim=1)
+
+
+SELF_CONDITION_SHARE = 0.5
+"""Share of a training batch that gets the model's own clean-latent estimate (the rest zeros)."""
+
+
 def latent_velocity_loss(unet: UNet2DConditionModel, latents: torch.Tensor, noise: torch.Tensor,
-                         sigmas: torch.Tensor, emb: PromptEmbeddings) -> torch.Tensor:
-    """Rectified-flow loss: ``x_σ = (1−σ)·x0 + σ·ε``, predict ``ε − x0``; shapes [N x C x H x W]."""
+                         sigmas: torch.Tensor, emb: PromptEmbeddings,
+                         gen: torch.Generator | None = None) -> torch.Tensor:
+    """Rectified-flow loss: ``x_σ = (1−σ)·x0 + σ·ε``, predict ``ε − x0``; shapes [N x C x H x W].
+
+    A self-conditioned UNet reads an estimate of ``x0`` beside ``x_σ``: for a random half of the
+    batch (drawn from ``gen``), its own prediction from a first pass with zeros there and no
+    gradient (``x0 ≈ x_σ − σ·v``), for the rest zeros, so it learns both the first sampler step
+    and every later one (Chen et al. 2022, "Analog Bits")."""
     s = sigmas.view(-1, 1, 1, 1)
     noisy = (1.0 - s) * latents + s * noise
-    pred = unet(noisy, sigmas * 1000.0, encoder_hidden_states=emb.tokens,
+    estimate = torch.zeros_like(noisy)
+    if unet.config.in_channels != noisy.shape[1]:
+        picked = (torch.rand(noisy.shape[0], generator=gen) < SELF_CONDITION_SHARE).nonzero().squeeze(1)
+        if len(picked):
+            sub = emb.index(picked.tolist())
+            with torch.no_grad():
+                first = unet(with_estimate(unet, noisy[picked], estimate[picked]), sigmas[picked] * 1000.0,
+                             encoder_hidden_states=sub.tokens, encoder_attention_mask=sub.mask,
+                             class_labels=sub.pooled).sample
+            estimate[picked.to(noisy.device)] = (noisy[picked] - s[picked] * first).to(noisy.dtype)
+    pred = unet(with_estimate(unet, noisy, estimate), sigmas * 1000.0, encoder_hidden_states=emb.tokens,
                 encoder_attention_mask=emb.mask, class_labels=emb.pooled).sample
     return F.mse_loss(pred.float(), (noise - latents).float())

@@ -237,9 +237,9 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
     if not card:
         raise BadInput(f"{base_dir} has no model card", hint="give a directory written by `easel train base`")
     pipe = load_pipeline(base_dir, device="cpu")
-    if result.classifier.config.in_channels != pipe.unet.config.in_channels:
+    if result.classifier.config.in_channels != pipe.unet.config.out_channels:
         raise BadInput(f"the classifier reads {result.classifier.config.in_channels} latent channels, "
-                       f"{base_dir}'s UNet {pipe.unet.config.in_channels}")
+                       f"{base_dir}'s UNet {pipe.unet.config.out_channels}")
     pipe.register_modules(style_classifier=result.classifier)
     if guidance_scale is None:  # keep the base model's default, and say which it is
         guidance_scale = float(pipe.config.get("classifier_guidance_scale", 0.0))

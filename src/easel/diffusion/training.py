@@ -33,12 +33,13 @@ from easel.diffusion.configs import (
     AutoencoderTrainConfig,
     TrainConfig,
     has_attention_16,
+    has_self_condition,
     transformer_layers_of,
     unet_config,
     vae_config,
 )
 from easel.diffusion.data import TrainingSet, to_unit
-from easel.diffusion.growth import attend_at_16, deepen_unet
+from easel.diffusion.growth import add_self_condition, attend_at_16, deepen_unet
 from easel.diffusion.pipeline import latent_velocity_loss
 from easel.diffusion.text_encoder import PromptEmbeddings, get_text_encoder
 
@@ -363,7 +364,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
     torch.manual_seed(config.seed)
     unet = UNet2DConditionModel(**unet_config(config.unet_width, config.unet_layers_per_block,
                                               config.cross_attention, config.unet_transformer_layers,
-                                              config.unet_attention_16)).to(dev)
+                                              config.unet_attention_16, config.self_condition)).to(dev)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate,
                             weight_decay=config.weight_decay, betas=(0.9, 0.99))
@@ -389,6 +390,8 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
             start = attend_at_16(start)  # the same function, with attention at 16×16
         if transformer_layers_of(start.config) != transformer_layers_of(unet.config):
             start = deepen_unet(start, transformer_layers_of(unet.config))  # the same function, deeper
+        if config.self_condition and not has_self_condition(start.config):
+            start = add_self_condition(start)  # the same function, reading its own estimate too
         unet.load_state_dict(start.state_dict())
         ema.load_state_dict(start.state_dict())
         trained = read_model_card(init_from).get("training", {})
@@ -447,7 +450,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
             lr = config.lr_at(step)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = latent_velocity_loss(unet, latents, noise, sigmas, emb)
+            loss = latent_velocity_loss(unet, latents, noise, sigmas, emb, gen)
             optimizer_step(unet, ema, opt, loss, min(config.ema_decay, (1 + step) / (10 + step)))
             step += 1
             samples += config.batch_size
