@@ -50,6 +50,13 @@ def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     enc = encode_training_set(data, vae, tmp_path, progress=False)
     assert enc.latents.shape == (3, 4, 16, 16) and enc.full.tokens.shape[0] == 3
     assert list(tmp_path.glob("prompts-*.pt")), "prompt embeddings are cached"
+    (cached,) = tmp_path.glob("latents-*.pt")  # and the latents: a resumed run reads them back
+    assert torch.equal(encode_training_set(data, vae, tmp_path, progress=False).latents, enc.latents)
+    other = tiny_vae()
+    with torch.no_grad():
+        other.encoder.conv_in.weight.add_(0.05)
+    assert not torch.equal(encode_training_set(data, other, tmp_path, progress=False).latents, enc.latents)
+    assert len(list(tmp_path.glob("latents-*.pt"))) == 2  # another autoencoder, another file
 
     config = TrainConfig(batch_size=8, warmup_steps=1, learning_rate=2e-3, checkpoint_minutes=100)
     ckpt = tmp_path / "ckpt.pt"

@@ -265,19 +265,37 @@ def encode_prompt_sets(data: TrainingSet, cache_dir: Path) -> tuple[PromptEmbedd
     return full, caption_only, index, empty
 
 
+def _latents_key(data: TrainingSet, vae: AutoencoderKL) -> str:
+    """A digest of the pictures (in order) and of the autoencoder's weights and scaling."""
+    digest = hashlib.sha256()
+    digest.update(data.images.contiguous().numpy().tobytes())
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(float(vae.config.scaling_factor)).encode())
+    return digest.hexdigest()[:16]
+
+
 def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
                         progress: bool = True) -> EncodedSet:
-    """Encode images to latents (each time: about a minute for the corpus on one core) and prompts
-    to MiniLM embeddings (cached in ``cache_dir``)."""
+    """Encode images to latents and prompts to MiniLM embeddings, both cached in ``cache_dir``
+    by content (the latents take a minute or more for the corpus on one core, so a resumed run
+    reads them back; another autoencoder or other pictures make another file)."""
     full, caption_only, caption_index, empty = encode_prompt_sets(data, cache_dir)
-    vae.eval()
-    latents = []
-    with torch.no_grad():
-        for start in tqdm(range(0, data.images.shape[0], 256), desc="encode latents",
-                          disable=not progress):
-            x = to_unit(data.images[start:start + 256])
-            latents.append(vae.encode(x).latent_dist.mode() * vae.config.scaling_factor)
-    return EncodedSet(torch.cat(latents), full, caption_only, caption_index, empty, list(data.set_ids))
+    path = cache_dir / f"latents-{_latents_key(data, vae)}.pt"
+    if path.exists():
+        encoded = torch.load(path, weights_only=True)
+    else:
+        vae.eval()
+        latents = []
+        with torch.no_grad():
+            for start in tqdm(range(0, data.images.shape[0], 256), desc="encode latents",
+                              disable=not progress):
+                x = to_unit(data.images[start:start + 256])
+                latents.append(vae.encode(x).latent_dist.mode() * vae.config.scaling_factor)
+        encoded = torch.cat(latents)
+        atomic_save(encoded, path)
+    return EncodedSet(encoded, full, caption_only, caption_index, empty, list(data.set_ids))
 
 
 def set_balance_weights(set_ids: list[str], balance: float) -> torch.Tensor:
