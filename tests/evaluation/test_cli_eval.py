@@ -49,9 +49,10 @@ def test_eval_cli_shows_judges_then_scores_references(synthetic_manifest: Path, 
     proc = run_cli("eval", "model", "--reference", "real", "--manifest", m, "-n", "3", "--draws", "2",
                    "--json", str(drawn), env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "2 pictures per prompt" in proc.stdout
+    assert "2 pictures per prompt" in proc.stdout and "unseen concepts by draw" in proc.stdout  # val split
     two = json.loads(drawn.read_text())
     assert two["settings"]["draws"] == 2 and len(two["items"]) == 6 and len(two["by_draw"]) == 2
+    assert set(two["spread"]) == {"unseen"} and two["spread"]["unseen"]["prompts"] == 3
 
     # The real icons of the same prompts, then the two compared prompt by prompt.
     real_out = tmp_path / "real.json"
@@ -300,14 +301,14 @@ def test_a_point_of_several_draws_stands_beside_the_one_draw_point(tmp_path: Pat
 
     _card_with_one_point(tmp_path, "tiny-s7", {"model_id": "tiny-s7", "guidance": 6.0})
     report = {"splits": ["val"], "n_prompts": 3, "settings": {"steps": 20, "guidance": 6.0, "draws": 4},
-              "draws": 4, "spread": {"seen_prompts": 3, "seen_style_accuracy_se": 0.031},
+              "draws": 4, "spread": {"seen": {"prompts": 3, "style_accuracy_se": 0.031}},
               "by_draw": [{"draw": d} for d in range(4)],
               "generated": {"overall": NEW_FIGURES}, "real_icons": {"overall": NEW_FIGURES}}
     for _ in range(2):  # a re-run with as many draws replaces its point
         record_evaluation(tmp_path, report, "tiny-s7")
     card = read_model_card(tmp_path)
     assert [(p.get("draws"), p["style_accuracy"]) for p in card["learning_curve"]] == [(None, 0.1), (4, 0.4)]
-    assert card["learning_curve"][1]["seen_style_se"] == 0.031
+    assert card["learning_curve"][1]["style_se"] == 0.031
     assert set(card["evaluation"]) == {"val, 4 draws"} and card["evaluation"]["val, 4 draws"]["draws"] == 4
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "| 3 × 4 draws | 6 | 0.400 (seen ± 0.031) |" in text

@@ -231,11 +231,12 @@ def test_draws_pool_several_seeds_per_prompt_and_say_how_far_apart_they_lie(tiny
     report = evaluate_generator(mixed, drawn, corpus=corpus, judges=judges, progress=False)
     one = evaluate_generator(mixed, rows, corpus=corpus, judges=judges, progress=False)
     assert report["draws"] == 3 and report["generated"]["overall"]["n"] == 18
-    by = [d["seen_style_accuracy"] for d in report["by_draw"]]
+    by = [d["seen"]["style_accuracy"] for d in report["by_draw"]]
     assert by[0] == by[2] == one["generated"]["seen"]["style_accuracy"] > by[1]
     pooled = report["generated"]["seen"]["style_accuracy"]
     assert pooled == pytest.approx(sum(by) / 3, abs=1e-3)
-    assert report["spread"]["seen_prompts"] == 6 and report["spread"]["seen_style_accuracy_se"] > 0
+    assert report["spread"]["seen"]["prompts"] == 6 and report["spread"]["seen"]["style_accuracy_se"] > 0
+    assert "unseen" not in report["spread"]  # train-split prompts only
     assert [it["draw"] for it in report["items"]] == [r.draw for r in drawn]
     assert report["real_icons"]["overall"]["n"] == 6  # the real icons once per prompt
     assert "3 pictures per prompt" in format_report(report)

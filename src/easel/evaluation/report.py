@@ -148,15 +148,14 @@ def judge_summary(judges: Judges) -> dict:
 
 
 def _draw_figures(rows: Sequence[PromptRow], items: list[dict]) -> tuple[list[dict], dict]:
-    """Per draw, the seen concepts' style accuracy and top-5; and the standard errors of the
-    pooled figures with each prompt's pictures taken together (a prompt is one sample: its draws
-    share a concept and a style, so they are not independent)."""
+    """Per draw, style accuracy and top-5 of the seen and the unseen concepts' prompts; and the
+    standard errors of the pooled figures with each prompt's pictures taken together (a prompt
+    is one sample: its draws share a concept and a style, so they are not independent)."""
     by_draw: dict[int, list[dict]] = defaultdict(list)
     by_prompt: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r, it in zip(rows, items, strict=True):
         by_draw[r.draw].append(it)
-        if r.seen:
-            by_prompt[(r.item_id, r.prompt)].append(it)
+        by_prompt[(r.item_id, r.prompt)].append(it)
 
     def style_ok(it: dict) -> float:
         return float(it["style_predicted"] == it["set_id"])
@@ -164,22 +163,31 @@ def _draw_figures(rows: Sequence[PromptRow], items: list[dict]) -> tuple[list[di
     def top5(it: dict) -> float:
         return float(it["concept_rank"] <= 5)
 
-    def rate(its: list[dict], hit: Callable[[dict], float]) -> float | None:
-        seen = [it for it in its if it["seen"]]
-        return round(sum(map(hit, seen)) / len(seen), 4) if seen else None
+    groups = [g for g in ("seen", "unseen") if any(it["seen"] == (g == "seen") for it in items)]
 
-    per_draw = [{"draw": d, "seeds": [its[0]["seed"], its[-1]["seed"]],
-                 "seen_style_accuracy": rate(its, style_ok), "seen_concept_top5": rate(its, top5)}
+    def figures(its: list[dict]) -> dict:
+        out = {}
+        for g in groups:
+            part = [it for it in its if it["seen"] == (g == "seen")]
+            out[g] = {"style_accuracy": round(sum(map(style_ok, part)) / len(part), 4),
+                      "concept_top5": round(sum(map(top5, part)) / len(part), 4)}
+        return out
+
+    per_draw = [{"draw": d, "seeds": [its[0]["seed"], its[-1]["seed"]], **figures(its)}
                 for d, its in sorted(by_draw.items())]
 
-    def clustered_se(hit: Callable[[dict], float]) -> float | None:
-        means = np.asarray([np.mean([hit(it) for it in its]) for its in by_prompt.values()])
+    def clustered_se(prompts: list[list[dict]], hit: Callable[[dict], float]) -> float | None:
+        means = np.asarray([np.mean([hit(it) for it in its]) for its in prompts])
         if len(means) < 2:
             return None
         return round(float(means.std(ddof=1) / math.sqrt(len(means))), 4)
 
-    return per_draw, {"seen_prompts": len(by_prompt), "seen_style_accuracy_se": clustered_se(style_ok),
-                      "seen_concept_top5_se": clustered_se(top5)}
+    spread = {}
+    for g in groups:
+        prompts = [its for its in by_prompt.values() if its[0]["seen"] == (g == "seen")]
+        spread[g] = {"prompts": len(prompts), "style_accuracy_se": clustered_se(prompts, style_ok),
+                     "concept_top5_se": clustered_se(prompts, top5)}
+    return per_draw, spread
 
 
 def evaluate_generator(generate: Generator, rows: Sequence[PromptRow], *, corpus: EvalCorpus,
@@ -251,14 +259,15 @@ def _fmt(v: object) -> str:
 def _draw_lines(report: dict) -> list[str]:
     if report.get("draws", 1) <= 1:
         return []
-    spread = report["spread"]
-    styles = " ".join(_fmt(d["seen_style_accuracy"]) for d in report["by_draw"])
-    tops = " ".join(_fmt(d["seen_concept_top5"]) for d in report["by_draw"])
-    return [f"{report['draws']} pictures per prompt (draw r adds r x {DRAW_SEED_STRIDE:,} to the seed); "
-            f"figures pool them all",
-            f"seen concepts by draw: style {styles}; top-5 {tops}",
-            f"standard error over the {spread['seen_prompts']} seen prompts: style "
-            f"{_fmt(spread['seen_style_accuracy_se'])}, top-5 {_fmt(spread['seen_concept_top5_se'])}"]
+    lines = [f"{report['draws']} pictures per prompt (draw r adds r x {DRAW_SEED_STRIDE:,} to the seed); "
+             f"figures pool them all"]
+    for group, spread in report["spread"].items():
+        styles = " ".join(_fmt(d[group]["style_accuracy"]) for d in report["by_draw"])
+        tops = " ".join(_fmt(d[group]["concept_top5"]) for d in report["by_draw"])
+        lines += [f"{group} concepts by draw: style {styles}; top-5 {tops}; standard error over "
+                  f"the {spread['prompts']} prompts: style {_fmt(spread['style_accuracy_se'])}, "
+                  f"top-5 {_fmt(spread['concept_top5_se'])}"]
+    return lines
 
 
 def format_report(report: dict) -> str:
