@@ -149,6 +149,19 @@ def main() -> None:
         pick = {k: max(range(n_cand), key=lambda j, k=k: desc[name][k][j]) for k in keys}
         rows.append({"selector": f"descriptor {name}", "style": rate(pick, style_ok),
                      "top5": rate(pick, top5), "style_all": rate(pick, style_ok, only_seen=False)})
+
+    def ranks(values: list[float]) -> list[int]:
+        order = sorted(range(len(values)), key=lambda j: values[j])
+        return [order.index(j) for j in range(len(values))]
+
+    for step in (5, 10, args.steps):  # both readers: the sum of each candidate's two ranks
+        pick = {k: max(range(n_cand), key=lambda j, k=k: (
+            ranks([lp[step - 1] for lp in logps[k]])[j] + ranks(desc["centroid"][k])[j],
+            desc["centroid"][k][j])) for k in keys}
+        rows.append({"selector": f"latent classifier after step {step} + descriptor centroid (ranks)",
+                     "style": rate(pick, style_ok), "top5": rate(pick, top5),
+                     "style_all": rate(pick, style_ok, only_seen=False)})
+    mean = round(sum(rate({k: j for k in keys}, style_ok) for j in range(n_cand)) / n_cand, 4)
     # the two style readers side by side, on every seen candidate picture
     pairs = [(by_key[j][k], desc["verdict"][k][j]) for k in keys if seen[k] for j in range(n_cand)]
     def share(hits: Any) -> float:
@@ -168,6 +181,8 @@ def main() -> None:
         "candidate_0": {"style": rate(first, style_ok), "top5": rate(first, top5)},
         "per_candidate_style": [rate({k: j for k in keys}, style_ok) for j in range(n_cand)],
         "oracle_style": rate(oracle, style_ok),
+        "mean_candidate_style": mean,
+        "descriptor_centroid": {f"{p}|{s}": v for (p, s), v in desc["centroid"].items()},
         "selected": rows,
         "descriptor_real_accuracy": desc["real_accuracy"],
         "agreement": agreement,
@@ -175,7 +190,8 @@ def main() -> None:
         "items": [[by_key[j][k] for j in range(n_cand)] for k in keys],
     }
     print(f"candidate 0: style {summary['candidate_0']['style']}, top-5 {summary['candidate_0']['top5']}; "
-          f"each candidate: {summary['per_candidate_style']}; oracle style {summary['oracle_style']}")
+          f"each candidate: {summary['per_candidate_style']} (mean {mean}); "
+          f"oracle style {summary['oracle_style']}")
     print(f"descriptor style head on held-out real icons: {desc['real_accuracy']}")
     print(f"on the generated pictures (seen concepts): {agreement}")
     for row in rows:
