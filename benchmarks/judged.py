@@ -1,5 +1,5 @@
 """Shared by the benchmarks that score a sampler with the shipped judges, as ``easel eval model``
-does: the prompt options (``--split``, ``-n``, ``--seed``, ``--json``, and ``--model``) and the
+does: the prompt options (``--split``, ``-n``, ``--seed``, ``--draws``, ``--json``, and ``--model``) and the
 scoring, printing and writing of the report."""
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ def add_prompt_options(parser: argparse.ArgumentParser, model: bool = True) -> N
     parser.add_argument("--split", default="train,val")
     parser.add_argument("-n", type=int, default=140)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=1,
+                        help="pictures per prompt, as `easel eval model --draws`")
     parser.add_argument("--json", type=Path, default=None)
 
 
@@ -34,12 +36,13 @@ def score(generate: Callable[[list[str], list[int]], Sequence[Any]], args: argpa
     """Score ``generate`` on ``args``' prompts with the shipped judges; print the report and write
     it to ``args.json`` when given."""
     from easel.config import get_settings
-    from easel.evaluation.data import select_prompts
+    from easel.evaluation.data import select_prompts, with_draws
     from easel.evaluation.judges import ensure_judges
     from easel.evaluation.report import evaluate_generator, format_report
 
     corpus = corpus if corpus is not None else eval_corpus()
-    rows = select_prompts(corpus, split=args.split, n=args.n, seed=args.seed)
+    rows = with_draws(select_prompts(corpus, split=args.split, n=args.n, seed=args.seed),
+                      getattr(args, "draws", 1))
     judges = ensure_judges(corpus, get_settings().home)
     report = evaluate_generator(generate, rows, corpus=corpus, judges=judges, name=name, batch_size=16,
                                 settings=settings)

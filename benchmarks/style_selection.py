@@ -44,6 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.candidates < 2:
         parser.error("--candidates must be at least 2")
+    if args.draws != 1:
+        parser.error("--draws does not apply: the candidates are the draws (--candidates)")
 
     import torch
 
