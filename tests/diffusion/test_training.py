@@ -604,9 +604,9 @@ def test_a_high_noise_expert_is_trained_and_exported_beside_its_model(tmp_path: 
     seen: list[torch.Tensor] = []
     real_loss = training.latent_velocity_loss
 
-    def spy(unet, latents, noise, sigmas, emb):  # the real loss; it notes the noise levels
+    def spy(unet, latents, noise, sigmas, emb, *rest):  # the real loss; it notes the noise levels
         seen.append(sigmas.detach().clone())
-        return real_loss(unet, latents, noise, sigmas, emb)
+        return real_loss(unet, latents, noise, sigmas, emb, *rest)
 
     monkeypatch.setattr(training, "latent_velocity_loss", spy)
     expert_config = replace(config, sigma_range=(0.6, 1.0))

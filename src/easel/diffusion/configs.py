@@ -76,8 +76,8 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
 def has_self_condition(config: Any) -> bool:
     """Whether a ``UNet2DConditionModel`` config reads its own previous clean-latent estimate
     beside the latent (twice as many input channels as output channels)."""
-    config = dict(config)
-    return int(config["in_channels"]) == 2 * int(config["out_channels"])
+    config = dict(config)  # diffusers' defaults where a config leaves them out: 4 in, 4 out
+    return int(config.get("in_channels", 4)) == 2 * int(config.get("out_channels", 4))
 
 
 def check_transformer_layers(layers: tuple[int, ...] | list[int], levels: int = 3) -> tuple[int, ...]:
