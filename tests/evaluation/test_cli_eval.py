@@ -300,15 +300,17 @@ def test_a_point_of_several_draws_stands_beside_the_one_draw_point(tmp_path: Pat
     from easel.diffusion.model_card import read_model_card, record_evaluation
 
     _card_with_one_point(tmp_path, "tiny-s7", {"model_id": "tiny-s7", "guidance": 6.0})
-    report = {"splits": ["val"], "n_prompts": 3, "settings": {"steps": 20, "guidance": 6.0, "draws": 4},
+    report = {"splits": ["val"], "n_prompts": 3, "n_pictures": 12,
+              "settings": {"steps": 20, "guidance": 6.0, "draws": 4},
               "draws": 4, "spread": {"seen": {"prompts": 3, "style_accuracy_se": 0.031}},
               "by_draw": [{"draw": d} for d in range(4)],
-              "generated": {"overall": NEW_FIGURES}, "real_icons": {"overall": NEW_FIGURES}}
+              "generated": {"overall": NEW_FIGURES, "seen": dict(NEW_FIGURES, style_accuracy=0.45)},
+              "real_icons": {"overall": NEW_FIGURES}}
     for _ in range(2):  # a re-run with as many draws replaces its point
         record_evaluation(tmp_path, report, "tiny-s7")
     card = read_model_card(tmp_path)
     assert [(p.get("draws"), p["style_accuracy"]) for p in card["learning_curve"]] == [(None, 0.1), (4, 0.4)]
-    assert card["learning_curve"][1]["style_se"] == 0.031
+    assert card["learning_curve"][1]["group_style"] == {"group": "seen", "style_accuracy": 0.45, "se": 0.031}
     assert set(card["evaluation"]) == {"val, 4 draws"} and card["evaluation"]["val, 4 draws"]["draws"] == 4
     text = (tmp_path / "MODEL_CARD.md").read_text()
-    assert "| 3 × 4 draws | 6 | 0.400 (seen ± 0.031) |" in text
+    assert "| 3 × 4 draws | 6 | 0.400 (seen: 0.450 ± 0.031) |" in text

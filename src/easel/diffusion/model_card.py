@@ -180,7 +180,7 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
                   "`easel eval model --record` after each export (same prompts and seeds each time; "
                   "the guidance scale changes the figures, so compare points of one guidance; "
                   "points of several draws pool that many pictures per prompt, and give the "
-                  "standard error of the style of the seen (else unseen) concepts' prompts, each "
+                  "style of the seen (else unseen) concepts' prompts with its standard error, each "
                   "prompt one sample):", "",
                   "| steps | samples | CPU-hours | split | prompts | guidance | style acc. "
                   "| concept top-5 | Fréchet | near-copies | real icons: style / top-5 "
@@ -193,8 +193,9 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
             if decoder:  # the same denoiser with a fine-tuned decoder (`--decoder-only`)
                 where += f" + decoder d{decoder.group(1)}"
             prompts = f"{p['n']} × {p['draws']} draws" if p.get("draws", 1) > 1 else f"{p['n']}"
-            style = f"{p['style_accuracy']:.3f}" + (f" ({p.get('style_se_of', 'seen')} ± {p['style_se']:.3f})"
-                                                    if p.get("style_se") is not None else "")
+            gs = p.get("group_style")
+            style = f"{p['style_accuracy']:.3f}" + (
+                f" ({gs['group']}: {gs['style_accuracy']:.3f} ± {gs['se']:.3f})" if gs else "")
             lines.append(f"| {p['steps']}{where} | {p['samples']:,} | {p['cpu_hours']:.2f} | {p['split']} "
                          f"| {prompts} | {_curve_guidance(p):g} | {style} "
                          f"| {p['concept_top5']:.3f} "
@@ -261,8 +262,9 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
         spread = report.get("spread") or {}
         group = "seen" if "seen" in spread else "unseen"
         if (spread.get(group) or {}).get("style_accuracy_se") is not None:
-            point["style_se"] = spread[group]["style_accuracy_se"]
-            point["style_se_of"] = group
+            point["group_style"] = {"group": group,
+                                    "style_accuracy": report["generated"][group]["style_accuracy"],
+                                    "se": spread[group]["style_accuracy_se"]}
     if (report.get("settings") or {}).get("guidance") is not None:
         point["guidance"] = float(report["settings"]["guidance"])
     if (report.get("settings") or {}).get("classifier_guidance"):

@@ -222,7 +222,8 @@ def evaluate_generator(generate: Generator, rows: Sequence[PromptRow], *, corpus
     generated, items = _score(images, rows, judges, corpus, space, pool, pool_feats, memo)
     report: dict = {
         "generator": name, "dataset_id": corpus.dataset_id, "manifest": str(corpus.manifest_path),
-        "splits": sorted({r.split for r in rows}), "n_prompts": len(rows),
+        "splits": sorted({r.split for r in rows}), "n_prompts": sum(r.draw == 0 for r in rows),
+        "n_pictures": len(rows),
         "seeds": [rows[0].seed, rows[-1].seed], "settings": settings or {},
         "judges": judge_summary(judges),
         "feature_space": {"judge": "concept", "pca_dims": len(space.components.T),
