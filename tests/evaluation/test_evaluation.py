@@ -232,6 +232,7 @@ def test_draws_pool_several_seeds_per_prompt_and_say_how_far_apart_they_lie(tiny
     one = evaluate_generator(mixed, rows, corpus=corpus, judges=judges, progress=False)
     assert report["draws"] == 3 and report["generated"]["overall"]["n"] == 18
     assert (report["n_prompts"], report["n_pictures"]) == (6, 18)
+    assert report["seeds"] == one["seeds"] == [rows[0].seed, rows[-1].seed]  # draw 0's seeds
     by = [d["seen"]["style_accuracy"] for d in report["by_draw"]]
     assert by[0] == by[2] == one["generated"]["seen"]["style_accuracy"] > by[1]
     pooled = report["generated"]["seen"]["style_accuracy"]

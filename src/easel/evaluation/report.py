@@ -224,7 +224,8 @@ def evaluate_generator(generate: Generator, rows: Sequence[PromptRow], *, corpus
         "generator": name, "dataset_id": corpus.dataset_id, "manifest": str(corpus.manifest_path),
         "splits": sorted({r.split for r in rows}), "n_prompts": sum(r.draw == 0 for r in rows),
         "n_pictures": len(rows),
-        "seeds": [rows[0].seed, rows[-1].seed], "settings": settings or {},
+        "seeds": [rows[0].seed, next(r for r in reversed(rows) if r.draw == 0).seed],  # draw 0's
+        "settings": settings or {},
         "judges": judge_summary(judges),
         "feature_space": {"judge": "concept", "pca_dims": len(space.components.T),
                           "explained_variance": round(space.explained, 4), "real_pool": int(len(pool))},
