@@ -9,7 +9,8 @@ candidate's noised latent at its noise level and gives the log-probability of th
 tag. Every candidate is finished and scored by the shipped judges, as ``easel eval model``
 scores pictures; the report then says, for each step k, how often the judges read the asked
 style (and the concept in the top 5) when the candidate the classifier liked best after step k
-is kept, against candidate 0 alone and against the best of the N (an oracle). Two more
+is kept, against candidate 0 alone, the mean candidate (the fair baseline: a random one of the
+N) and the best of the N by the judge (an oracle). Two more
 selectors read the finished pictures with the audit encoder's style head (``easel.audit``): the
 candidate closest to the asked set's centroid of training icons (against the nearest other
 set's), and the one with most training icons of the asked set among its 20 nearest; the
