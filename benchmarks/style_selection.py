@@ -55,6 +55,7 @@ def main() -> None:
     from easel.diffusion.pipeline import load_pipeline
     from easel.diffusion.style_guide import LatentStyleClassifier
     from easel.diffusion.text_encoder import PromptEmbeddings
+    from easel.evaluation.compare import concept_in_top, style_right
     from easel.evaluation.data import DRAW_SEED_STRIDE
 
     pipe = load_pipeline(args.model)
@@ -75,7 +76,7 @@ def main() -> None:
         cond = pipe.encode_prompts(ps)
         both = PromptEmbeddings.cat([pipe.encode_prompts([""]).index([0] * n), cond])
         labels = clf.labels_for([split_style(p)[1] for p in ps])
-        c, r = unet.config.in_channels, unet.config.sample_size
+        c, r = unet.config.out_channels, unet.config.sample_size
         lat = torch.stack([torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s))
                            for s in ss])
         sch = pipe.scheduler
@@ -132,11 +133,10 @@ def main() -> None:
     seen = {k: by_key[0][k]["seen"] for k in keys}
 
     def style_ok(j: int, k: tuple[str, int]) -> bool:
-        it = by_key[j][k]
-        return it["style_predicted"] == it["set_id"]
+        return style_right(by_key[j][k])
 
     def top5(j: int, k: tuple[str, int]) -> bool:
-        return by_key[j][k]["concept_rank"] <= 5
+        return concept_in_top(by_key[j][k], 5)
 
     def rate(pick: dict[tuple[str, int], int], ok: Any, only_seen: bool = True) -> float:
         ks = [k for k in keys if seen[k] or not only_seen]
@@ -164,7 +164,8 @@ def main() -> None:
         rows.append({"selector": f"latent classifier after step {step} + descriptor centroid (ranks)",
                      "style": rate(pick, style_ok), "top5": rate(pick, top5),
                      "style_all": rate(pick, style_ok, only_seen=False)})
-    mean = round(sum(rate({k: j for k in keys}, style_ok) for j in range(n_cand)) / n_cand, 4)
+    per_candidate = [rate({k: j for k in keys}, style_ok) for j in range(n_cand)]
+    mean = round(sum(per_candidate) / n_cand, 4)
     # the two style readers side by side, on every seen candidate picture
     pairs = [(by_key[j][k], desc["verdict"][k][j]) for k in keys if seen[k] for j in range(n_cand)]
     def share(hits: Any) -> float:
@@ -172,7 +173,7 @@ def main() -> None:
 
     agreement = {
         "pictures": len(pairs),
-        "judge_reads_asked_set": share(it["style_predicted"] == it["set_id"] for it, _ in pairs),
+        "judge_reads_asked_set": share(style_right(it) for it, _ in pairs),
         "descriptor_reads_asked_set": share(v == it["set_id"] for it, v in pairs),
         "both_read_asked_set": share(v == it["set_id"] == it["style_predicted"] for it, v in pairs),
         "same_set": share(v == it["style_predicted"] for it, v in pairs),
@@ -182,7 +183,7 @@ def main() -> None:
     summary = {
         "candidates": n_cand, "classifier": str(args.classifier), "model": str(args.model or "shipped"),
         "candidate_0": {"style": rate(first, style_ok), "top5": rate(first, top5)},
-        "per_candidate_style": [rate({k: j for k in keys}, style_ok) for j in range(n_cand)],
+        "per_candidate_style": per_candidate,
         "oracle_style": rate(oracle, style_ok),
         "mean_candidate_style": mean,
         "descriptor_centroid": {f"{p}|{s}": v for (p, s), v in desc["centroid"].items()},

@@ -31,6 +31,7 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from easel.corpus.captions import split_style
+from easel.diffusion.configs import has_self_condition
 from easel.diffusion.data import to_pil
 from easel.diffusion.defaults import SAMPLING, SHIPPED_MODEL_DIR, check_guidance, check_guidance_interval
 from easel.diffusion.text_encoder import MAX_PROMPT_CHARS, PromptEmbeddings, get_text_encoder
@@ -351,7 +352,7 @@ def load_pipeline(model_dir: Path | None = None, device: str | None = None) -> E
 def with_estimate(unet: UNet2DConditionModel, latents: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     """The UNet's input: ``latents``, and beside them the clean-latent ``estimate`` when the UNet
     is self-conditioned (``easel.diffusion.configs.unet_config``)."""
-    if unet.config.in_channels == latents.shape[1]:
+    if not has_self_condition(unet.config):
         return latents
     return torch.cat([latents, estimate.to(latents.dtype)], dim=1)
 
@@ -372,7 +373,7 @@ def latent_velocity_loss(unet: UNet2DConditionModel, latents: torch.Tensor, nois
     s = sigmas.view(-1, 1, 1, 1)
     noisy = (1.0 - s) * latents + s * noise
     estimate = torch.zeros_like(noisy)
-    if unet.config.in_channels != noisy.shape[1]:
+    if has_self_condition(unet.config):
         picked = (torch.rand(noisy.shape[0], generator=gen) < SELF_CONDITION_SHARE).nonzero().squeeze(1)
         if len(picked):
             sub = emb.index(picked.tolist())

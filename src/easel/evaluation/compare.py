@@ -23,6 +23,16 @@ ITEM_FIELDS = ("prompt", "seed", "set_id", "style_predicted", "concept_rank")
 Key = tuple[str, int]
 
 
+def style_right(item: dict[str, Any]) -> bool:
+    """Whether the style judge read a report item's picture as the set its prompt asked for."""
+    return bool(item["style_predicted"] == item["set_id"])
+
+
+def concept_in_top(item: dict[str, Any], k: int) -> bool:
+    """Whether the concept judge ranked a report item's asked concept among its first ``k``."""
+    return int(item["concept_rank"]) <= k
+
+
 def sign_test_p(wins: int, losses: int) -> float:
     """Exact two-sided sign test: the chance of a split at least this uneven between ``wins`` and
     ``losses`` when each discordant pair falls either way with probability ½ (1.0 for none)."""
@@ -92,14 +102,11 @@ def compare(base: dict[Key, dict[str, Any]], new: dict[Key, dict[str, Any]]) -> 
         raise BadInput(f"the reports disagree on the set of {clash[0][0]!r}: "
                        "they come from different corpora")
 
-    def style(item: dict[str, Any]) -> bool:
-        return bool(item["style_predicted"] == item["set_id"])
-
     def measures(subset: list[Key]) -> list[dict[str, Any]]:
         return [asdict(_pair(name, subset, base, new, fn)) for name, fn in (
-            ("style", style),
-            ("concept top-1", lambda item: int(item["concept_rank"]) <= 1),
-            ("concept top-5", lambda item: int(item["concept_rank"]) <= 5))]
+            ("style", style_right),
+            ("concept top-1", lambda item: concept_in_top(item, 1)),
+            ("concept top-5", lambda item: concept_in_top(item, 5)))]
 
     result: dict[str, Any] = {"prompts": len(keys), "all": measures(keys)}
     if all("seen" in base[k] for k in keys):
@@ -108,7 +115,7 @@ def compare(base: dict[Key, dict[str, Any]], new: dict[Key, dict[str, Any]]) -> 
             result["seen"] = measures(seen)
     sets = sorted({base[k]["set_id"] for k in keys})
     result["per_set_style"] = {s: asdict(_pair("style", [k for k in keys if base[k]["set_id"] == s], base,
-                                               new, style)) for s in sets}
+                                               new, style_right)) for s in sets}
     return result
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from easel.errors import BadInput, EaselError
+from easel.evaluation.compare import concept_in_top, style_right
 from easel.evaluation.data import DRAW_SEED_STRIDE, EvalCorpus, PromptRow, to_rgb_array
 from easel.evaluation.judges import Judges, topk_hits
 from easel.evaluation.metrics import (
@@ -158,10 +159,10 @@ def _draw_figures(rows: Sequence[PromptRow], items: list[dict]) -> tuple[list[di
         by_prompt[(r.item_id, r.prompt)].append(it)
 
     def style_ok(it: dict) -> float:
-        return float(it["style_predicted"] == it["set_id"])
+        return float(style_right(it))
 
     def top5(it: dict) -> float:
-        return float(it["concept_rank"] <= 5)
+        return float(concept_in_top(it, 5))
 
     groups = [g for g in ("seen", "unseen") if any(it["seen"] == (g == "seen") for it in items)]
 
