@@ -287,3 +287,40 @@ def test_a_self_conditioned_unet_reads_the_last_steps_estimate() -> None:
         assert has_self_condition(loaded.unet.config) and np.array_equal(txt(loaded), reading)
     with pytest.raises(ValueError, match="already"):
         add_self_condition(grown.unet)
+
+
+def test_a_unet_with_style_input_hears_the_style_tag_apart() -> None:
+    """--style-input: a UNet grown to read each prompt's style vector starts as the same
+    function; once the new weights move, a prompt with a style tag draws differently while a
+    prompt without one (style vector zero) draws exactly as before, and saving keeps it."""
+    import tempfile
+
+    import torch
+
+    from easel.diffusion.configs import has_style_input
+    from easel.diffusion.growth import add_style_input
+    from easel.diffusion.tiny import tiny_pipeline
+
+    base = tiny_pipeline()
+    grown = tiny_pipeline()
+    grown.register_modules(unet=add_style_input(base.unet))
+    assert has_style_input(grown.unet.config) and not has_style_input(base.unet.config)
+
+    def txt(p: EaselPipeline, prompt: str) -> np.ndarray:
+        return _arr(p(prompt, seeds=[7], num_inference_steps=6, upscale=False).images[0])
+
+    styled, plain = "fox face, twemoji style", "fox face"
+    before = {prompt: txt(base, prompt) for prompt in (styled, plain)}
+    assert all(np.array_equal(txt(grown, prompt), before[prompt]) for prompt in before)
+    with torch.no_grad():
+        weight = grown.unet.class_embedding.linear_1.weight
+        weight[:, weight.shape[1] // 2:].normal_(0.0, 0.5, generator=torch.Generator().manual_seed(3))
+    hearing = txt(grown, styled)
+    assert not np.array_equal(hearing, before[styled])
+    assert np.array_equal(txt(grown, plain), before[plain])
+    with tempfile.TemporaryDirectory() as tmp:
+        grown.save_pretrained(tmp, safe_serialization=True)
+        loaded = load_pipeline(Path(tmp), device="cpu")
+        assert has_style_input(loaded.unet.config) and np.array_equal(txt(loaded, styled), hearing)
+    with pytest.raises(ValueError, match="already"):
+        add_style_input(grown.unet)

@@ -427,6 +427,64 @@ def test_training_from_a_model_grows_it_first(tmp_path: Path) -> None:
     assert resumed.step == 3 and has_self_condition(resumed.unet.config)
     moved = resumed.unet.state_dict()["conv_in.weight"][:, 4:]
     assert moved.abs().sum() > 0  # the estimate's input weights learn (they started at zero)
+    # --style-input: the timestep embedding also reads the style tag's vector; same function
+    from easel.diffusion.configs import has_style_input
+
+    config = replace(config, self_condition=False, style_input=True)
+    try:
+        train_denoiser(enc, tmp_path / "style.pt", config, max_steps=0, progress=False, init_from=start_dir)
+    except ValueError as err:
+        assert "style_input" in str(err)
+    else:
+        raise AssertionError("style_input without the style vectors was accepted")
+    styled = encode_training_set(tiny_set(), tiny_vae(), tmp_path, progress=False, style_input=True)
+    assert styled.full.pooled.shape == (3, 768) and styled.empty.pooled[:, 384:].abs().sum() == 0
+    assert styled.caption_only.pooled[:, 384:].abs().sum() == 0 and styled.full.pooled[:, 384:].abs().sum() > 0
+    state = train_denoiser(styled, tmp_path / "style.pt", config, max_steps=0, progress=False,
+                           init_from=start_dir)
+    assert has_style_input(state.ema.config)
+    with torch.no_grad():
+        style = torch.randn(3, 384, generator=torch.Generator().manual_seed(6))
+        wide = dict(inputs, class_labels=torch.cat([inputs["class_labels"], style], dim=1))
+        assert torch.allclose(state.ema.eval()(**wide).sample, start(**inputs).sample, atol=1e-6)
+    resumed = train_denoiser(styled, tmp_path / "style.pt", config, max_steps=3, progress=False)
+    assert resumed.step == 3 and has_style_input(resumed.unet.config)
+    moved = resumed.unet.state_dict()["class_embedding.linear_1.weight"][:, 384:]
+    assert moved.abs().sum() > 0  # the style vector's weights learn (they started at zero)
+
+
+def test_mirrored_training_pictures(tmp_path: Path) -> None:
+    """--mirror: the mirrored pictures' latents are encoded once (cached beside the others), a
+    caption that names a side is never mirrored, and a mirroring run draws the same batches
+    as a plain one (its own random stream) but learns from other latents."""
+    from easel.diffusion.training import mirrorable
+
+    assert mirrorable(["left arrow", "fox face", "clockwise vertical arrows", "rightwards hand",
+                       "copyright", "Right-facing fist"]).tolist() == [False, True, False, False, True, False]
+    data, vae = tiny_set(), tiny_vae()
+    data.images[0, :, 16:48, 16:32] = 0  # a picture whose mirror image differs
+    plain = encode_training_set(data, vae, tmp_path, progress=False)
+    assert plain.mirrored is None
+    enc = encode_training_set(data, vae, tmp_path, progress=False, mirror=True)
+    assert len(list(tmp_path.glob("latents-*-mirrored.pt"))) == 1
+    with torch.no_grad():
+        flipped = vae.encode(data.images[:1].flip(-1).float() / 127.5 - 1.0).latent_dist.mode()
+    assert torch.allclose(enc.mirrored[:1], flipped * vae.config.scaling_factor, atol=1e-5)
+    assert not torch.allclose(enc.mirrored[0], enc.latents[0], atol=1e-3)
+    assert torch.equal(enc.latents, plain.latents) and enc.mirrorable.all()
+    config = TrainConfig(unet_width=32, batch_size=4, warmup_steps=1, checkpoint_minutes=100)
+    try:
+        train_denoiser(plain, tmp_path / "m.pt", replace(config, mirror=0.5), max_steps=1, progress=False)
+    except ValueError as err:
+        assert "mirrored latents" in str(err)
+    else:
+        raise AssertionError("mirror without the mirrored latents was accepted")
+    still = train_denoiser(enc, tmp_path / "a.pt", config, max_steps=2, progress=False)
+    mirrored = train_denoiser(enc, tmp_path / "b.pt", replace(config, mirror=1.0), max_steps=2, progress=False)
+    again = train_denoiser(plain, tmp_path / "c.pt", config, max_steps=2, progress=False)
+    weights = [s.unet.state_dict()["conv_in.weight"] for s in (still, mirrored, again)]
+    assert torch.equal(weights[0], weights[2])  # --mirror 0 is the plain run, step for step
+    assert not torch.equal(weights[0], weights[1])
 
 
 def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
@@ -453,6 +511,16 @@ def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
     proc = run_cli("train", "base", "--init-from", str(model), "--out", str(tmp_path / "out"),
                    "--steps", "1", "--no-self-condition", env=env)
     assert proc.returncode == 2 and "is self-conditioned" in proc.stderr, proc.stderr
+    (model / "unet" / "config.json").write_text(json.dumps(
+        {"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+         "class_embed_type": "projection", "projection_class_embeddings_input_dim": 768}))
+    proc = run_cli("train", "base", "--init-from", str(model), "--out", str(tmp_path / "out"),
+                   "--steps", "1", "--no-style-input", env=env)
+    assert proc.returncode == 2 and "reads a style vector" in proc.stderr, proc.stderr
+    for bad in ("1.5", "-0.1", "nan"):
+        proc = run_cli("train", "base", "--init-from", str(model), "--out", str(tmp_path / "out"),
+                       "--steps", "1", "--mirror", bad, env=env)
+        assert proc.returncode == 2 and "--mirror must be between 0 and 1" in proc.stderr, proc.stderr
     proc = run_cli("train", "base", "--init-from", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"),
                    "--steps", "1", env=env)
     assert proc.returncode == 2 and "not a model directory" in proc.stderr, proc.stderr

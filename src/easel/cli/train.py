@@ -201,6 +201,22 @@ def _sigma_range(text: str | None) -> tuple[float, float]:
     return check_guidance_interval((lo, hi), "--sigma-range")  # the same noise-level bounds
 
 
+def _style_input(asked: bool | None, init_from: Path | None) -> bool:
+    """``--style-input``: as asked, else as the --init-from model has it; a model that reads a
+    style vector cannot be turned back into one without."""
+    from easel.diffusion.configs import has_style_input
+    from easel.errors import BadInput
+
+    has = False
+    if init_from is not None and (init_from / "unet" / "config.json").exists():
+        has = has_style_input(json.loads((init_from / "unet" / "config.json").read_text()))
+    if asked is False and has:
+        raise BadInput(f"--no-style-input: the --init-from model {init_from} reads a style vector, "
+                       "and that input cannot be taken away",
+                       hint="leave the option out to keep it")
+    return has if asked is None else asked
+
+
 def _self_condition(asked: bool | None, init_from: Path | None) -> bool:
     """``--self-condition``: as asked, else as the --init-from model has it; a self-conditioned
     model cannot be turned back into one without."""
@@ -253,6 +269,16 @@ def base(
                                         "without it, the new input starts at zero weight, so "
                                         "training starts from the same model. Default: as the "
                                         "--init-from model has it (the shipped model does not)."),
+    style_input: bool = typer.Option(None, "--style-input/--no-style-input", help="Every "
+                                     "residual block also hears the prompt's style tag on its own "
+                                     "(the pooled embedding of \"twemoji style\" beside the "
+                                     "prompt's, in the timestep embedding); with --init-from a "
+                                     "model without it, the new input starts at zero weight, so "
+                                     "training starts from the same model. Default: as the "
+                                     "--init-from model has it (the shipped model does not)."),
+    mirror: float = typer.Option(0.0, "--mirror", help="Share of training "
+                                 "pictures mirrored left to right (never those whose caption "
+                                 "names a side, such as \"left arrow\"). 0: none."),
     threads: int = typer.Option(0, help="CPU threads (0: all cores)."),
     device: str = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
     cooldown_steps: int = typer.Option(0, "--cooldown-steps", help="Branch off a cool-down for "
@@ -301,6 +327,9 @@ def base(
         raise BadInput(f"--cooldown-steps must be 0 or more, got {cooldown_steps}")
     if not 0.0 <= set_balance <= 1.0:
         raise BadInput(f"--set-balance must be between 0 and 1, got {set_balance}")
+    if not 0.0 <= mirror <= 1.0:  # also refuses nan
+        raise BadInput(f"--mirror must be between 0 and 1, got {mirror}",
+                       hint="0.5 mirrors half of the pictures a batch draws")
     not_dropped = 1.0 - TrainConfig.cond_dropout  # the share of prompts guidance leaves whole
     if not 0.0 <= style_dropout <= not_dropped:
         raise BadInput(f"--style-dropout must be between 0 and {not_dropped:g}, got {style_dropout}",
@@ -313,6 +342,7 @@ def base(
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     layers, attention_16 = _unet_layout(transformer_layers, init_from, attention_16)
     self_condition = _self_condition(self_condition, init_from)
+    style_input = _style_input(style_input, init_from)
     sigmas = _sigma_range(sigma_range)
     expert = sigmas != (0.0, 1.0)
     if expert and (sigmas[1] != 1.0 or init_from is None):
@@ -327,13 +357,15 @@ def base(
     consent = consent_check(path)
     config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
                          unet_transformer_layers=list(layers), unet_attention_16=attention_16,
-                         self_condition=self_condition, set_balance=set_balance,
+                         self_condition=self_condition, style_input=style_input, mirror=mirror,
+                         set_balance=set_balance,
                          style_dropout=style_dropout, learning_rate=learning_rate,
                          sigma_range=sigmas)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))
     vae_model = AutoencoderKL.from_pretrained(str(vae) if vae else str(init_from / "vae"))
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
-    enc = encode_training_set(data, vae_model, ckpt.parent)
+    enc = encode_training_set(data, vae_model, ckpt.parent, mirror=mirror > 0.0,
+                              style_input=style_input)
     if cooldown_steps:
         branch = ckpt.with_name(ckpt.stem + ".cooldown.pt")
         if not branch.exists() and ckpt.exists():

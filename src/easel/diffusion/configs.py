@@ -38,7 +38,8 @@ TRANSFORMER_LAYERS = (1, 1, 1)
 
 def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: bool = True,
                 transformer_layers: tuple[int, ...] | list[int] = TRANSFORMER_LAYERS,
-                attention_16: bool = False, self_condition: bool = False) -> dict[str, Any]:
+                attention_16: bool = False, self_condition: bool = False,
+                style_input: bool = False) -> dict[str, Any]:
     """A small ``UNet2DConditionModel`` over 16×16 latents.
 
     Conditioning: MiniLM token embeddings through cross-attention at 8×8 and 4×4 (and 16×16
@@ -51,7 +52,10 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
     too (down and up), where the latent's finest detail is; without it that level has none and
     its count is 1. ``self_condition`` doubles the input channels: the latent, then the model's
     own previous estimate of the clean latent (self-conditioning, Chen et al. 2022; zeros when
-    there is none).
+    there is none). ``style_input`` doubles the pooled input of the timestep embedding: the
+    prompt's pooled embedding, then the pooled embedding of its style tag alone ("twemoji
+    style"; zeros for a prompt without one), so that every residual block, the 16×16 ones
+    included, hears the style apart from the concept (:func:`easel.diffusion.text_encoder.with_style_vectors`).
     """
     layers = check_transformer_layers(transformer_layers)
     if cross_attention:
@@ -67,7 +71,8 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
         down_block_types=down, up_block_types=up, mid_block_type=mid,
         block_out_channels=(width, 2 * width, 2 * width), layers_per_block=layers_per_block,
         cross_attention_dim=EMBED_DIM, attention_head_dim=32, norm_num_groups=32,
-        class_embed_type="projection", projection_class_embeddings_input_dim=EMBED_DIM,
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=(2 if style_input else 1) * EMBED_DIM,
         # A plain 1 (every level one block) keeps the config diffusers writes for such a UNet.
         transformer_layers_per_block=1 if all(n == 1 for n in layers) else list(layers),
     )
@@ -78,6 +83,13 @@ def has_self_condition(config: Any) -> bool:
     beside the latent (twice as many input channels as output channels)."""
     config = dict(config)  # diffusers' defaults where a config leaves them out: 4 in, 4 out
     return int(config.get("in_channels", 4)) == 2 * int(config.get("out_channels", 4))
+
+
+def has_style_input(config: Any) -> bool:
+    """Whether a ``UNet2DConditionModel`` config reads a style vector beside the pooled prompt
+    embedding (``unet_config(style_input=True)``: twice the text encoder's width there)."""
+    config = dict(config)
+    return int(config.get("projection_class_embeddings_input_dim") or 0) == 2 * EMBED_DIM
 
 
 def check_transformer_layers(layers: tuple[int, ...] | list[int], levels: int = 3) -> tuple[int, ...]:
@@ -118,6 +130,12 @@ class TrainConfig:
     # The UNet also reads its own estimate of the clean latent (`unet_config`); in training half
     # of each batch gets one from a first, gradient-free pass, the other half zeros.
     self_condition: bool = False
+    # The timestep embedding also reads the pooled embedding of the prompt's style tag alone
+    # (`unet_config`); zeros where the tag is dropped or absent.
+    style_input: bool = False
+    # Share of training pictures mirrored left to right (their own latents, encoded once), the
+    # pictures whose caption names a side or a turning direction never (`mirrorable`).
+    mirror: float = 0.0
     batch_size: int = 32
     learning_rate: float = 4e-4
     warmup_steps: int = 200

@@ -20,6 +20,7 @@ from easel.diffusion.configs import (
     check_transformer_layers,
     has_attention_16,
     has_self_condition,
+    has_style_input,
     transformer_layers_of,
 )
 
@@ -115,5 +116,24 @@ def add_self_condition(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     state = dict(unet.state_dict())
     old = state["conv_in.weight"]
     state["conv_in.weight"] = torch.cat([old, torch.zeros_like(old)], dim=1)
+    grown.load_state_dict(state)
+    return grown.to(unet.device)
+
+
+def add_style_input(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """A copy of ``unet`` whose timestep embedding also reads a style vector beside the pooled
+    prompt embedding (``unet_config(style_input=True)``), computing exactly what ``unet``
+    computes: the class-embedding projection's weights for the new inputs start at zero.
+    Raises ``ValueError`` for a UNet that reads one already or has no pooled-prompt input."""
+    if has_style_input(unet.config):
+        raise ValueError("this UNet reads a style vector already")
+    config = dict(unet.config)
+    if config.get("class_embed_type") != "projection":
+        raise ValueError("this UNet has no pooled-prompt input to put a style vector beside")
+    config["projection_class_embeddings_input_dim"] = 2 * int(config["projection_class_embeddings_input_dim"])
+    grown: UNet2DConditionModel = UNet2DConditionModel.from_config(config)
+    state = dict(unet.state_dict())
+    old = state["class_embedding.linear_1.weight"]
+    state["class_embedding.linear_1.weight"] = torch.cat([old, torch.zeros_like(old)], dim=1)
     grown.load_state_dict(state)
     return grown.to(unet.device)

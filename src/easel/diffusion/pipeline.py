@@ -31,10 +31,16 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from easel.corpus.captions import split_style
-from easel.diffusion.configs import has_self_condition
+from easel.diffusion.configs import has_self_condition, has_style_input
 from easel.diffusion.data import to_pil
 from easel.diffusion.defaults import SAMPLING, SHIPPED_MODEL_DIR, check_guidance, check_guidance_interval
-from easel.diffusion.text_encoder import MAX_PROMPT_CHARS, PromptEmbeddings, get_text_encoder
+from easel.diffusion.text_encoder import (
+    MAX_PROMPT_CHARS,
+    PromptEmbeddings,
+    get_text_encoder,
+    style_vectors,
+    with_style_vectors,
+)
 from easel.errors import BadInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -103,8 +109,12 @@ class EaselPipeline(DiffusionPipeline):
         return int(self.unet.config.sample_size)
 
     def encode_prompts(self, prompts: list[str]) -> PromptEmbeddings:
-        """MiniLM embeddings of ``prompts`` on this pipeline's device."""
-        return get_text_encoder("cpu").encode(prompts).to(self.device, self.unet.dtype)
+        """MiniLM embeddings of ``prompts`` on this pipeline's device (with each prompt's style
+        vector beside the pooled embedding when the UNet reads one)."""
+        emb = get_text_encoder("cpu").encode(prompts)
+        if has_style_input(self.unet.config):
+            emb = with_style_vectors(emb, style_vectors(prompts))
+        return emb.to(self.device, self.unet.dtype)
 
     def check_inputs(self, prompts: list[str], steps: int, guidance_scale: float, strength: float,
                      image: Image.Image | None, mask_image: Image.Image | None,

@@ -79,3 +79,29 @@ class TextEncoder:
 def get_text_encoder(device: str = "cpu") -> TextEncoder:
     """A cached encoder per device (loaded on first use, never at import)."""
     return TextEncoder(device)
+
+
+def style_vectors(prompts: list[str]) -> torch.Tensor:
+    """``[N x 384]``: the pooled embedding of each prompt's style tag alone ("fox face, twemoji
+    style" → that of "twemoji style"), zeros for a prompt without one (the unconditional prompt,
+    a caption whose tag was dropped). A UNet with ``style_input`` reads it beside the prompt's
+    pooled embedding."""
+    from easel.corpus.captions import split_style
+
+    tags = [split_style(p)[1] for p in prompts]
+    out = torch.zeros(len(prompts), EMBED_DIM)
+    unique = sorted({t for t in tags if t is not None})
+    if unique:
+        where = {t: i for i, t in enumerate(unique)}
+        pooled = get_text_encoder("cpu").encode(unique).pooled
+        for row, tag in enumerate(tags):
+            if tag is not None:
+                out[row] = pooled[where[tag]]
+    return out
+
+
+def with_style_vectors(emb: PromptEmbeddings, vectors: torch.Tensor) -> PromptEmbeddings:
+    """``emb`` with ``vectors`` (``style_vectors``) appended to its pooled embeddings: the
+    class-embedding input of a UNet with ``style_input``."""
+    pooled = torch.cat([emb.pooled, vectors.to(emb.pooled.device, emb.pooled.dtype)], dim=-1)
+    return PromptEmbeddings(emb.tokens, emb.mask, pooled)

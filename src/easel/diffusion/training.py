@@ -34,14 +34,21 @@ from easel.diffusion.configs import (
     TrainConfig,
     has_attention_16,
     has_self_condition,
+    has_style_input,
     transformer_layers_of,
     unet_config,
     vae_config,
 )
 from easel.diffusion.data import TrainingSet, to_unit
-from easel.diffusion.growth import add_self_condition, attend_at_16, deepen_unet
+from easel.diffusion.growth import add_self_condition, add_style_input, attend_at_16, deepen_unet
 from easel.diffusion.pipeline import latent_velocity_loss
-from easel.diffusion.text_encoder import PromptEmbeddings, get_text_encoder
+from easel.diffusion.text_encoder import (
+    EMBED_DIM,
+    PromptEmbeddings,
+    get_text_encoder,
+    style_vectors,
+    with_style_vectors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +247,20 @@ class EncodedSet:
     caption_index: torch.Tensor  # [N] index into caption_only
     empty: PromptEmbeddings  # [1] the unconditional prompt
     set_ids: list[str] = field(default_factory=list)  # per item, for --set-balance
+    # For --mirror: the latents of the pictures mirrored left to right, and which items may be.
+    mirrored: torch.Tensor | None = None
+    mirrorable: torch.Tensor | None = None  # [N] bool
+
+
+# A caption that names a side or a turning direction: its picture mirrored would contradict it.
+_SIDED = re.compile(r"\b(left|right|clockwise|counterclockwise|anticlockwise)")
+
+
+def mirrorable(captions: list[str]) -> torch.Tensor:
+    """``[N]`` bool: may the picture of each caption be mirrored left to right for training?
+    Not where the caption names a side or a turning direction ("left arrow", "clockwise
+    vertical arrows"), which the mirrored picture would contradict."""
+    return torch.tensor([_SIDED.search(c.lower()) is None for c in captions], dtype=torch.bool)
 
 
 def _cache_key(*parts: str) -> str:
@@ -276,26 +297,50 @@ def _latents_key(data: TrainingSet, vae: AutoencoderKL) -> str:
     return digest.hexdigest()[:16]
 
 
+def _encode_latents(data: TrainingSet, vae: AutoencoderKL, path: Path, mirror: bool,
+                    progress: bool) -> torch.Tensor:
+    """The latents of ``data``'s pictures (mirrored left to right with ``mirror``), read from
+    ``path`` when it holds them, else encoded and saved there."""
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    vae.eval()
+    latents = []
+    with torch.no_grad():
+        for start in tqdm(range(0, data.images.shape[0], 256),
+                          desc="encode mirrored latents" if mirror else "encode latents",
+                          disable=not progress):
+            x = to_unit(data.images[start:start + 256])
+            if mirror:
+                x = x.flip(-1)
+            latents.append(vae.encode(x).latent_dist.mode() * vae.config.scaling_factor)
+    encoded = torch.cat(latents)
+    atomic_save(encoded, path)
+    return encoded
+
+
 def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
-                        progress: bool = True) -> EncodedSet:
+                        progress: bool = True, mirror: bool = False,
+                        style_input: bool = False) -> EncodedSet:
     """Encode images to latents and prompts to MiniLM embeddings, both cached in ``cache_dir``
     by content (the latents take a minute or more for the corpus on one core, so a resumed run
-    reads them back; another autoencoder or other pictures make another file)."""
+    reads them back; another autoencoder or other pictures make another file).
+
+    ``mirror``: the mirrored pictures' latents too (``TrainConfig.mirror``). ``style_input``:
+    each prompt's style vector beside its pooled embedding (``TrainConfig.style_input``;
+    zeros for the captions alone and the empty prompt)."""
     full, caption_only, caption_index, empty = encode_prompt_sets(data, cache_dir)
-    path = cache_dir / f"latents-{_latents_key(data, vae)}.pt"
-    if path.exists():
-        encoded = torch.load(path, weights_only=True)
-    else:
-        vae.eval()
-        latents = []
-        with torch.no_grad():
-            for start in tqdm(range(0, data.images.shape[0], 256), desc="encode latents",
-                              disable=not progress):
-                x = to_unit(data.images[start:start + 256])
-                latents.append(vae.encode(x).latent_dist.mode() * vae.config.scaling_factor)
-        encoded = torch.cat(latents)
-        atomic_save(encoded, path)
-    return EncodedSet(encoded, full, caption_only, caption_index, empty, list(data.set_ids))
+    if style_input:
+        full = with_style_vectors(full, style_vectors(data.prompts))
+        caption_only = with_style_vectors(caption_only, torch.zeros_like(caption_only.pooled))
+        empty = with_style_vectors(empty, torch.zeros_like(empty.pooled))
+    key = _latents_key(data, vae)
+    encoded = _encode_latents(data, vae, cache_dir / f"latents-{key}.pt", False, progress)
+    mirrored = mirrorable_items = None
+    if mirror:
+        mirrored = _encode_latents(data, vae, cache_dir / f"latents-{key}-mirrored.pt", True, progress)
+        mirrorable_items = mirrorable(data.captions)
+    return EncodedSet(encoded, full, caption_only, caption_index, empty, list(data.set_ids),
+                      mirrored, mirrorable_items)
 
 
 def set_balance_weights(set_ids: list[str], balance: float) -> torch.Tensor:
@@ -382,7 +427,13 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
     torch.manual_seed(config.seed)
     unet = UNet2DConditionModel(**unet_config(config.unet_width, config.unet_layers_per_block,
                                               config.cross_attention, config.unet_transformer_layers,
-                                              config.unet_attention_16, config.self_condition)).to(dev)
+                                              config.unet_attention_16, config.self_condition,
+                                              config.style_input)).to(dev)
+    if enc.full.pooled.shape[-1] != (2 if config.style_input else 1) * EMBED_DIM:
+        raise ValueError(f"style_input {config.style_input} needs encode_training_set(..., "
+                         f"style_input={config.style_input}) (pooled width {enc.full.pooled.shape[-1]})")
+    if config.mirror and enc.mirrored is None:
+        raise ValueError("mirror needs the mirrored latents: encode_training_set(..., mirror=True)")
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate,
                             weight_decay=config.weight_decay, betas=(0.9, 0.99))
@@ -410,6 +461,8 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
             start = deepen_unet(start, transformer_layers_of(unet.config))  # the same function, deeper
         if config.self_condition and not has_self_condition(start.config):
             start = add_self_condition(start)  # the same function, reading its own estimate too
+        if config.style_input and not has_style_input(start.config):
+            start = add_style_input(start)  # the same function, hearing the style tag apart too
         unet.load_state_dict(start.state_dict())
         ema.load_state_dict(start.state_dict())
         trained = read_model_card(init_from).get("training", {})
@@ -432,6 +485,9 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
                      "config": config.to_dict(), "easel_version": __version__}, ckpt)
 
     gen = torch.Generator().manual_seed(config.seed * 7919 + step)
+    # Mirroring draws from a stream of its own, so that a run with --mirror sees the same items,
+    # noise and noise levels as one without.
+    mirror_gen = torch.Generator().manual_seed(config.seed * 7919 + step + 1)
     n_items = enc.latents.shape[0]
     weights = None
     if config.set_balance:
@@ -461,7 +517,12 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
                 idx = torch.randint(0, n_items, (config.batch_size,), generator=gen)
             else:
                 idx = torch.multinomial(weights, config.batch_size, replacement=True, generator=gen)
-            latents = enc.latents[idx].to(dev)
+            latents = enc.latents[idx]
+            if config.mirror:
+                assert enc.mirrored is not None and enc.mirrorable is not None
+                flip = (torch.rand(idx.shape[0], generator=mirror_gen) < config.mirror) & enc.mirrorable[idx]
+                latents = torch.where(flip.view(-1, 1, 1, 1), enc.mirrored[idx], latents)
+            latents = latents.to(dev)
             noise = torch.randn(latents.shape, generator=gen).to(dev)
             sigmas = train_sigmas(config, gen).to(dev)
             emb = _batch_embeddings(enc, idx, config, gen).to(dev)

@@ -108,7 +108,13 @@ def train_adapter(pipe: EaselPipeline, images: torch.Tensor, prompts: list[str],
 
     from easel.diffusion.data import to_unit
     from easel.diffusion.pipeline import latent_velocity_loss
-    from easel.diffusion.text_encoder import PromptEmbeddings, get_text_encoder
+    from easel.diffusion.configs import has_style_input
+    from easel.diffusion.text_encoder import (
+        PromptEmbeddings,
+        get_text_encoder,
+        style_vectors,
+        with_style_vectors,
+    )
 
     if images.shape[0] != len(prompts) or not prompts:
         raise BadInput(f"{images.shape[0]} images for {len(prompts)} prompts")
@@ -123,8 +129,12 @@ def train_adapter(pipe: EaselPipeline, images: torch.Tensor, prompts: list[str],
         latents = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mode() for i in range(0, len(x), 64)])
         latents = (latents * vae.config.scaling_factor).float()
     encoder = get_text_encoder("cpu")
-    full = encoder.encode(prompts * (2 if config.flip else 1))
+    texts = prompts * (2 if config.flip else 1)
+    full = encoder.encode(texts)
     empty = encoder.encode([""])
+    if has_style_input(unet.config):  # the base model reads each prompt's style tag apart too
+        full = with_style_vectors(full, style_vectors(texts))
+        empty = with_style_vectors(empty, style_vectors([""]))
     unet.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.rank, init_lora_weights="gaussian",
                                 target_modules=list(LORA_TARGETS)), adapter_name=ADAPTER_NAME)
