@@ -55,7 +55,8 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
     there is none). ``style_input`` doubles the pooled input of the timestep embedding: the
     prompt's pooled embedding, then the pooled embedding of its style tag alone ("twemoji
     style"; zeros for a prompt without one), so that every residual block, the 16×16 ones
-    included, hears the style apart from the concept (:func:`easel.diffusion.text_encoder.with_style_vectors`).
+    included, hears the style apart from the concept
+    (:func:`easel.diffusion.text_encoder.with_style_vectors`).
     """
     layers = check_transformer_layers(transformer_layers)
     if cross_attention:

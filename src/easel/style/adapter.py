@@ -106,9 +106,9 @@ def train_adapter(pipe: EaselPipeline, images: torch.Tensor, prompts: list[str],
     from peft.utils import get_peft_model_state_dict
     from tqdm import tqdm
 
+    from easel.diffusion.configs import has_style_input
     from easel.diffusion.data import to_unit
     from easel.diffusion.pipeline import latent_velocity_loss
-    from easel.diffusion.configs import has_style_input
     from easel.diffusion.text_encoder import (
         PromptEmbeddings,
         get_text_encoder,
