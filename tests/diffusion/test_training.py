@@ -452,6 +452,13 @@ def test_training_from_a_model_grows_it_first(tmp_path: Path) -> None:
     assert resumed.step == 3 and has_style_input(resumed.unet.config)
     moved = resumed.unet.state_dict()["class_embedding.linear_1.weight"][:, 384:]
     assert moved.abs().sum() > 0  # the style vector's weights learn (they started at zero)
+    out = tmp_path / "styled"  # its model directory: the card says so, and the pipeline reads it
+    export_base_model(out, resumed, tiny_vae(), tiny_set(), replace(resumed.config, mirror=0.5))
+    text = (out / "MODEL_CARD.md").read_text()
+    assert "style tag alone" in text and "50% of training pictures mirrored" in text
+    pipe = load_pipeline(out, device="cpu")
+    image = pipe("red square, test style", seeds=[0], num_inference_steps=2, upscale=False).images[0]
+    assert image.size == (64, 64)
 
 
 def test_mirrored_training_pictures(tmp_path: Path) -> None:

