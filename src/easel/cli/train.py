@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -201,36 +203,38 @@ def _sigma_range(text: str | None) -> tuple[float, float]:
     return check_guidance_interval((lo, hi), "--sigma-range")  # the same noise-level bounds
 
 
-def _style_input(asked: bool | None, init_from: Path | None) -> bool:
-    """``--style-input``: as asked, else as the --init-from model has it; a model that reads a
-    style vector cannot be turned back into one without."""
-    from easel.diffusion.configs import has_style_input
+def _kept_input(asked: bool | None, init_from: Path | None, has_it: Callable[[Any], bool],
+                option: str, refusal: str) -> bool:
+    """A ``--X/--no-X`` option for an input the UNet can be grown with but not stripped of: as
+    asked, else as the --init-from model has it (``has_it`` of its UNet config); ``--no-X`` on a
+    model that has it is refused with ``refusal``."""
     from easel.errors import BadInput
 
     has = False
     if init_from is not None and (init_from / "unet" / "config.json").exists():
-        has = has_style_input(json.loads((init_from / "unet" / "config.json").read_text()))
+        has = has_it(json.loads((init_from / "unet" / "config.json").read_text()))
     if asked is False and has:
-        raise BadInput(f"--no-style-input: the --init-from model {init_from} reads a style vector, "
-                       "and that input cannot be taken away",
+        raise BadInput(f"--no-{option}: the --init-from model {init_from} {refusal}",
                        hint="leave the option out to keep it")
     return has if asked is None else asked
+
+
+def _style_input(asked: bool | None, init_from: Path | None) -> bool:
+    """``--style-input``: as asked, else as the --init-from model has it; a model that reads a
+    style vector cannot be turned back into one without."""
+    from easel.diffusion.configs import has_style_input
+
+    return _kept_input(asked, init_from, has_style_input, "style-input",
+                       "reads a style vector, and that input cannot be taken away")
 
 
 def _self_condition(asked: bool | None, init_from: Path | None) -> bool:
     """``--self-condition``: as asked, else as the --init-from model has it; a self-conditioned
     model cannot be turned back into one without."""
     from easel.diffusion.configs import has_self_condition
-    from easel.errors import BadInput
 
-    has = False
-    if init_from is not None and (init_from / "unet" / "config.json").exists():
-        has = has_self_condition(json.loads((init_from / "unet" / "config.json").read_text()))
-    if asked is False and has:
-        raise BadInput(f"--no-self-condition: the --init-from model {init_from} is self-conditioned, "
-                       "and its input for the estimate cannot be taken away",
-                       hint="leave the option out to keep it")
-    return has if asked is None else asked
+    return _kept_input(asked, init_from, has_self_condition, "self-condition",
+                       "is self-conditioned, and its input for the estimate cannot be taken away")
 
 
 @train_app.command("base")

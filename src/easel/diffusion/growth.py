@@ -103,6 +103,20 @@ def attend_at_16(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     return grown.to(unet.device)
 
 
+def _with_zero_inputs(unet: UNet2DConditionModel, width_key: str, weight_key: str) -> UNet2DConditionModel:
+    """A copy of ``unet`` with the input width ``config[width_key]`` doubled, the layer
+    ``weight_key`` reading the new inputs with zero weights: it computes exactly what ``unet``
+    computes."""
+    config = dict(unet.config)
+    config[width_key] = 2 * int(config[width_key])
+    grown: UNet2DConditionModel = UNet2DConditionModel.from_config(config)
+    state = dict(unet.state_dict())
+    old = state[weight_key]
+    state[weight_key] = torch.cat([old, torch.zeros_like(old)], dim=1)
+    grown.load_state_dict(state)
+    return grown.to(unet.device)
+
+
 def add_self_condition(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     """A copy of ``unet`` that also reads a clean-latent estimate beside the latent
     (self-conditioning), computing exactly what ``unet`` computes: the input convolution's
@@ -110,14 +124,7 @@ def add_self_condition(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     already."""
     if has_self_condition(unet.config):
         raise ValueError("this UNet is self-conditioned already")
-    config = dict(unet.config)
-    config["in_channels"] = 2 * int(config["in_channels"])
-    grown: UNet2DConditionModel = UNet2DConditionModel.from_config(config)
-    state = dict(unet.state_dict())
-    old = state["conv_in.weight"]
-    state["conv_in.weight"] = torch.cat([old, torch.zeros_like(old)], dim=1)
-    grown.load_state_dict(state)
-    return grown.to(unet.device)
+    return _with_zero_inputs(unet, "in_channels", "conv_in.weight")
 
 
 def add_style_input(unet: UNet2DConditionModel) -> UNet2DConditionModel:
@@ -127,13 +134,6 @@ def add_style_input(unet: UNet2DConditionModel) -> UNet2DConditionModel:
     Raises ``ValueError`` for a UNet that reads one already or has no pooled-prompt input."""
     if has_style_input(unet.config):
         raise ValueError("this UNet reads a style vector already")
-    config = dict(unet.config)
-    if config.get("class_embed_type") != "projection":
+    if dict(unet.config).get("class_embed_type") != "projection":
         raise ValueError("this UNet has no pooled-prompt input to put a style vector beside")
-    config["projection_class_embeddings_input_dim"] = 2 * int(config["projection_class_embeddings_input_dim"])
-    grown: UNet2DConditionModel = UNet2DConditionModel.from_config(config)
-    state = dict(unet.state_dict())
-    old = state["class_embedding.linear_1.weight"]
-    state["class_embedding.linear_1.weight"] = torch.cat([old, torch.zeros_like(old)], dim=1)
-    grown.load_state_dict(state)
-    return grown.to(unet.device)
+    return _with_zero_inputs(unet, "projection_class_embeddings_input_dim", "class_embedding.linear_1.weight")
