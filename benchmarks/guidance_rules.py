@@ -14,7 +14,11 @@ Rules (``v``: the UNet's velocity; ``c``: the prompt, ``∅``: the empty prompt;
 - ``rescale``: ``cfg`` rescaled to the conditional prediction's spread (Lin et al. 2024), ``--phi``;
 - ``sched``: ``cfg`` with ``--whi`` above noise level ``--thr`` and ``w`` below;
 - ``ensemble``: ``cfg`` averaged over the shipped UNet and each ``--member`` UNet (a prediction
-  ensemble of checkpoints; each member costs one more pair of passes a step).
+  ensemble of checkpoints; each member costs one more pair of passes a step);
+- ``style``: guidance split in two (as InstructPix2Pix splits it), ``v(∅) + w·(v(k) − v(∅)) +
+  ws·(v(c) − v(k))`` with ``k`` the prompt's caption without its style tag ("fox face" for "fox
+  face, twemoji style"; the trainer's style dropout teaches the model that condition). ``ws`` =
+  ``w`` is ``cfg``; a larger ``--ws`` pushes along the style alone. Three passes a step.
 
     EASEL_HOME=<plain 64 px build> OMP_NUM_THREADS=1 python -m benchmarks.guidance_rules \\
         --rule rescale --w 8 --phi 0.7 [--guide DIR/unet] [--split train,val] [--json out.json]
@@ -25,12 +29,15 @@ Slow (2–4 minutes a rule on one core): not a test.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
 from benchmarks.judged import add_prompt_options, score
 
-RULES = ("cfg", "ag", "cfg_ag", "cfg_badu", "apg", "rescale", "sched", "ensemble")
+RULES = ("cfg", "ag", "cfg_ag", "cfg_badu", "apg", "rescale", "sched", "ensemble", "style")
+STYLE_TAG = re.compile(r",\s*[^,]+ style\s*$")
+"""The end of an evaluation prompt that names its style (", twemoji style")."""
 
 
 def main() -> None:
@@ -40,6 +47,7 @@ def main() -> None:
     parser.add_argument("--member", type=Path, action="append", default=[],
                         help="a UNet directory averaged with the shipped one (ensemble; repeatable)")
     parser.add_argument("--w", type=float, default=6.0)
+    parser.add_argument("--ws", type=float, default=None, help="style guidance (style; default: --w)")
     parser.add_argument("--a", type=float, default=1.0)
     parser.add_argument("--eta", type=float, default=0.0)
     parser.add_argument("--phi", type=float, default=0.7)
@@ -79,6 +87,11 @@ def main() -> None:
         cond = pipe.encode_prompts(prompts)
         uncond = pipe.encode_prompts([""]).index([0] * n)
         both = PromptEmbeddings.cat([uncond, cond])
+        if args.rule == "style":
+            captions = [STYLE_TAG.sub("", p) for p in prompts]
+            if captions == prompts:
+                raise SystemExit("--rule style needs prompts that end in a style tag (\", twemoji style\")")
+            three = PromptEmbeddings.cat([uncond, pipe.encode_prompts(captions), cond])
         c, r = good.config.in_channels, good.config.sample_size
         lat = torch.stack([torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s))
                            for s in seeds])
@@ -103,6 +116,10 @@ def main() -> None:
                 for member in members:
                     vu, vc = run(member, torch.cat([lat] * 2), t, both).chunk(2)
                     v += (vu + args.w * (vc - vu)) / len(members)
+            elif args.rule == "style":
+                vu, vk, vc = run(good, torch.cat([lat] * 3), t, three).chunk(3)
+                ws = args.w if args.ws is None else args.ws
+                v = vu + args.w * (vk - vu) + ws * (vc - vk)
             else:
                 vu, vc = run(good, torch.cat([lat] * 2), t, both).chunk(2)
                 w = args.whi if args.rule == "sched" and sigma > args.thr else args.w

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from easel import __version__
 from easel.diffusion.configs import AutoencoderTrainConfig, TrainConfig
 from easel.diffusion.data import TrainingSet
 from easel.diffusion.pipeline import load_pipeline
@@ -18,6 +19,7 @@ from easel.diffusion.training import (
     export_base_model,
     read_autoencoder_record,
     train_denoiser,
+    weights_tag,
     write_autoencoder_record,
 )
 
@@ -80,6 +82,9 @@ def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     assert "same manifest as the denoiser" in (out / "MODEL_CARD.md").read_text()
     assert read_autoencoder_record(out / "vae") == card["autoencoder"]
     assert card["dataset_id"] == "d" * 64 and card["training"]["steps"] == 80
+    # The id names the step count and the weights (other weights at 80 steps: another id).
+    assert card["model_id"] == f"easel-embedded-{__version__}-s80-w{weights_tag(resumed.ema)}"
+    assert weights_tag(first.ema) != weights_tag(resumed.ema)
     assert card["sources"][0]["license_spdx"] == "CC-BY-4.0"
     assert "Test Artist" in (out / "MODEL_CARD.md").read_text()
     pipe = load_pipeline(out, device="cpu")
@@ -583,13 +588,14 @@ def test_training_with_set_balance_draws_the_small_set_more(tmp_path: Path, monk
     assert abs(shares[0.0] - 1 / 3) < 0.08 and abs(shares[1.0] - 0.5) < 0.08, shares
 
 
-def test_train_base_refuses_a_bad_set_balance_style_dropout_or_learning_rate(tmp_path: Path) -> None:
+def test_train_base_refuses_a_bad_set_balance_style_dropout_learning_rate_or_width(tmp_path: Path) -> None:
     from tests.conftest import run_cli
 
     env = {"EASEL_HOME": str(tmp_path / "home")}
     cases = [("--set-balance", v, "--set-balance must be between 0 and 1") for v in ("-0.1", "1.5", "nan")]
     cases += [("--style-dropout", v, "--style-dropout must be between 0 and 0.9") for v in ("-0.1", "0.95")]
     cases += [("--learning-rate", v, "--learning-rate must be above 0") for v in ("0", "-1e-4", "nan", "2")]
+    cases += [("--width", v, "--width must be a multiple of 32") for v in ("16", "0", "-64", "48")]
     for option, value, message in cases:
         proc = run_cli("train", "base", "--init-from", str(tmp_path / "model"),
                        "--out", str(tmp_path / "out"), "--steps", "1", option, value, env=env)

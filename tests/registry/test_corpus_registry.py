@@ -128,3 +128,35 @@ def test_every_trainer_refuses_a_manifest_that_lost_consent(easel_home: Path, fi
         assert "1 of 6 items" in proc.stderr and "alpha:red-heart" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert not out.exists()  # refused before anything was written
+
+
+def test_retraining_after_a_withdrawal_records_a_second_model(easel_home: Path,
+                                                              fixture_packages: dict) -> None:
+    """Two runs that stop at the same step count, before and after a withdrawal, are two models:
+    each export's id names its weights, and `easel registry affected` lists both, each under the
+    dataset it learned from (one id per step count used to make the second record fail)."""
+    import json
+
+    fetch_sources(easel_home / "sources", list(fixture_packages.values()))
+    run_cli("registry", "import-corpus", check=True)
+    # A small denoiser from scratch, two steps. (Two steps on from the shipped model would export
+    # its very weights both times: its EMA moves by under a float's resolution.)
+    step = 2
+    out = easel_home / "runs"
+    ids = []
+    for name in ("before", "after"):
+        run_cli("corpus", "build", "--size", "64", "--purpose", "train_base", check=True)
+        run_cli("train", "base", "--vae", str(SHIPPED_MODEL_DIR / "vae"), "--width", "32",
+                "--out", str(out / name), "--steps", str(step), "--threads", "1", check=True)
+        ids.append(json.loads((out / name / "model_card.json").read_text())["model_id"])
+        if name == "before":
+            with registry_session() as session:
+                fox = works_by_source(session, ["alpha:fox-face"])["alpha:fox-face"].id
+            run_cli("registry", "consent", "revoke", fox, "-p", "train_base", "--as", "alpha", check=True)
+    assert ids[0] != ids[1] and all(f"-s{step}-w" in i for i in ids), ids
+    report = run_cli("registry", "affected", "--artist", "alpha", check=True).stdout
+    blocks = report.split("dataset ")[1:]
+    assert len(blocks) == 2, report
+    assert f"model {ids[0]} (base) {out / 'before'}" in blocks[0] and ids[1] not in blocks[0], report
+    assert f"model {ids[1]} (base) {out / 'after'}" in blocks[1], report
+    assert f"withdrawn {fox}" in blocks[0], report  # a train-split work: the data differ

@@ -252,7 +252,8 @@ def base(
     upscaler: Path = typer.Option(None, help="EaselUpscaler directory to include "
                                   "(default: the shipped model's)."),
     batch_size: int = typer.Option(32, help="Samples per step."),
-    width: int = typer.Option(64, help="UNet base width (channels: w, 2w, 2w)."),
+    width: int = typer.Option(64, help="UNet base width (channels: w, 2w, 2w); a multiple "
+                               "of 32."),
     transformer_layers: str = typer.Option(None, "--transformer-layers", help="Transformer blocks "
                                            "per attention block at 16x16, 8x8 and 4x4, e.g. 1,1,2; "
                                            "without --attention-16x16 the 16x16 level has no "
@@ -342,6 +343,9 @@ def base(
     if not 0.0 < learning_rate <= 0.1:  # also refuses nan
         raise BadInput(f"--learning-rate must be above 0 and at most 0.1, got {learning_rate}",
                        hint="the default is 4e-4; 1e-4 fine-tunes a trained model gently")
+    if width < 32 or width % 32:  # the UNet's group norms have 32 groups
+        raise BadInput(f"--width must be a multiple of 32, got {width}",
+                       hint="the default is 64; 96 or 128 make a bigger model")
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     layers, attention_16 = _unet_layout(transformer_layers, init_from, attention_16)

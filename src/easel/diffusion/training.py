@@ -625,7 +625,7 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
         vae_val_psnr = autoencoder.get("val_psnr")
     if upscaler_dir is None and (SHIPPED_MODEL_DIR / "upscaler" / "config.json").exists():
         upscaler_dir = SHIPPED_MODEL_DIR / "upscaler"
-    model_id = f"easel-embedded-{__version__}-s{state.step}"
+    model_id = f"easel-embedded-{__version__}-s{state.step}-w{weights_tag(state.ema)}"
     if autoencoder and decoder_steps(autoencoder):  # e.g. trained on from a model whose decoder
         model_id += f"-d{decoder_steps(autoencoder)}"  # was fine-tuned: ids name the decoder too
     card: dict[str, Any] = {
@@ -658,6 +658,22 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
     }
     card.update(extra or {})
     return save_model_dir(out, state.ema, vae, upscaler_dir, card)
+
+
+def weights_tag(module: torch.nn.Module) -> str:
+    """Eight hex digits naming ``module``'s weights: the start of the sha256 of its state dict
+    (names, shapes, dtypes and bytes, in order).
+
+    Exports put it in the model id (``…-s<steps>-w<tag>``), so two exports at the same step count
+    (arms with other options, a run retrained on a rebuilt dataset after a withdrawal) have two
+    ids, and the registry records each, with its own dataset and path.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{t.dtype}\n".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:8]
 
 
 def decoder_steps(record: dict[str, Any]) -> int:

@@ -52,7 +52,10 @@ def record_model(session: Session, model_id: str, dataset_id: str, kind: str = "
     if existing is not None:
         if existing.dataset_id != dataset_id:
             raise BadInput(f"model {model_id!r} is already recorded with dataset "
-                           f"{existing.dataset_id[:12]}…")
+                           f"{existing.dataset_id[:12]}…",
+                           hint="an export's id names its weights, so these very weights were "
+                                f"recorded from that dataset ({existing.path or 'no path'}); "
+                                "train on until they differ, or keep the recorded model")
         return existing
     model = TrainedModel(id=model_id, dataset_id=dataset_id, kind=kind, path=path)
     session.add(model)
