@@ -85,6 +85,9 @@ def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     # The id names the step count and the weights (other weights at 80 steps: another id).
     assert card["model_id"] == f"easel-embedded-{__version__}-s80-w{weights_tag(resumed.ema)}"
     assert weights_tag(first.ema) != weights_tag(resumed.ema)
+    # and anyone holding the folder can recompute it from the saved denoiser
+    from diffusers import UNet2DConditionModel
+    assert weights_tag(UNet2DConditionModel.from_pretrained(str(out / "unet"))) == weights_tag(resumed.ema)
     assert card["sources"][0]["license_spdx"] == "CC-BY-4.0"
     assert "Test Artist" in (out / "MODEL_CARD.md").read_text()
     pipe = load_pipeline(out, device="cpu")
