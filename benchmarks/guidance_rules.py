@@ -29,15 +29,12 @@ Slow (2–4 minutes a rule on one core): not a test.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 from benchmarks.judged import add_prompt_options, score
 
 RULES = ("cfg", "ag", "cfg_ag", "cfg_badu", "apg", "rescale", "sched", "ensemble", "style")
-STYLE_TAG = re.compile(r",\s*[^,]+ style\s*$")
-"""The end of an evaluation prompt that names its style (", twemoji style")."""
 
 
 def main() -> None:
@@ -68,6 +65,7 @@ def main() -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
+    from easel.corpus.captions import split_style
     from easel.diffusion.data import to_pil
     from easel.diffusion.pipeline import load_pipeline
     from easel.diffusion.text_encoder import PromptEmbeddings
@@ -88,10 +86,10 @@ def main() -> None:
         uncond = pipe.encode_prompts([""]).index([0] * n)
         both = PromptEmbeddings.cat([uncond, cond])
         if args.rule == "style":
-            captions = [STYLE_TAG.sub("", p) for p in prompts]
-            if captions == prompts:
+            captions, tags = zip(*(split_style(p) for p in prompts), strict=True)
+            if not any(tags):
                 raise SystemExit("--rule style needs prompts that end in a style tag (\", twemoji style\")")
-            three = PromptEmbeddings.cat([uncond, pipe.encode_prompts(captions), cond])
+            three = PromptEmbeddings.cat([uncond, pipe.encode_prompts(list(captions)), cond])
         c, r = good.config.in_channels, good.config.sample_size
         lat = torch.stack([torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s))
                            for s in seeds])
