@@ -18,6 +18,7 @@ from easel.diffusion.style_guide import (
     train_style_classifier,
 )
 from easel.diffusion.tiny import tiny_pipeline
+from easel.diffusion.training import weights_tag
 from easel.errors import BadInput
 
 TAGS = ["noto style", "twemoji style"]
@@ -116,7 +117,7 @@ def test_an_exported_guide_saves_loads_and_is_named_in_the_card(guided_dir: Path
     from easel.diffusion.model_card import read_model_card
 
     card = read_model_card(guided_dir)
-    assert card["model_id"] == "easel-embedded-test-s10-c7-d5"
+    assert card["model_id"] == f"easel-embedded-test-s10-c7w{weights_tag(tiny_classifier())}-d5"
     record = card["style_classifier"]
     assert record["style_tags"] == TAGS and record["guidance_scale"] == 3.0 and record["steps"] == 7
     assert record["dataset_id"] == "e" * 64 and "3 items" in record["consent"]
@@ -131,12 +132,17 @@ def test_an_exported_guide_saves_loads_and_is_named_in_the_card(guided_dir: Path
     for a, b in zip(pipe.style_classifier.state_dict().values(), tiny_classifier().state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
-    # A new guide for the guided model replaces its guide: the id names one, not two.
+    # A new guide for the guided model replaces its guide: the id names one, not two. A guide of
+    # as many steps with other weights (another seed) gets another id.
     from easel.diffusion.style_guide import ClassifierResult
 
     again = export_style_guide(guided_dir.parent / "again", guided_dir,
                                ClassifierResult(tiny_classifier(1), 9, 1.0, {}, 8), "e" * 64)
-    assert read_model_card(again)["model_id"] == "easel-embedded-test-s10-c9-d5"
+    again_id = read_model_card(again)["model_id"]
+    assert again_id == f"easel-embedded-test-s10-c9w{weights_tag(tiny_classifier(1))}-d5"
+    other = export_style_guide(guided_dir.parent / "other", guided_dir,
+                               ClassifierResult(tiny_classifier(2), 9, 1.0, {}, 8), "e" * 64)
+    assert read_model_card(other)["model_id"] != again_id
 
 
 def test_guidance_changes_only_prompts_whose_style_the_classifier_knows(guided_dir: Path) -> None:
@@ -227,7 +233,7 @@ def test_train_style_guide_on_a_consented_manifest_writes_a_guided_model(
     card = read_model_card(out)
     record = card["style_classifier"]
     assert record["style_tags"] == ["alpha style", "stripes style"] and record["dataset_id"] == dataset_id
-    assert record["guidance_scale"] == 2.0 and card["model_id"] == "easel-embedded-test-s10-c3"
+    assert record["guidance_scale"] == 2.0 and card["model_id"].startswith("easel-embedded-test-s10-c3w")
     pipe = load_pipeline(out, device="cpu")
     assert pipe.config.classifier_guidance_scale == 2.0 and pipe.style_classifier.tags == record["style_tags"]
     report = run_cli("registry", "affected", "--artist", "stripes", check=True).stdout

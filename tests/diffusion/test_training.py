@@ -702,12 +702,14 @@ def test_a_high_noise_expert_is_trained_and_exported_beside_its_model(tmp_path: 
     out = tmp_path / "pair"
     export_expert_model(out, base, expert, expert.config, data.dataset_id, consent_events=3)
     card = read_model_card(out)
-    assert card["model_id"] == read_model_card(base)["model_id"] + "-h4"
+    # The id names the expert's own weights, as saved.
+    assert card["model_id"] == read_model_card(base)["model_id"] + f"-h4w{weights_tag(expert.ema)}"
     record = card["high_noise_expert"]
     assert record["steps"] == 4 and record["samples"] == 16 and record["sigma"] == 0.6
     assert record["config"]["sigma_range"] == [0.6, 1.0] and "3 items" in record["consent"]
     assert card["training"]["steps"] == 6 and card["evaluation"] == {}
     pipe = load_pipeline(out, device="cpu")
+    assert weights_tag(pipe.unet_high_noise) == weights_tag(expert.ema)
     before = load_pipeline(base, device="cpu")
     assert pipe.config.high_noise_sigma == 0.6
     for (name, a), b in zip(pipe.unet.state_dict().items(), before.unet.state_dict().values(), strict=True):

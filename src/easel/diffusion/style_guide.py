@@ -214,7 +214,8 @@ def classifier_record(result: ClassifierResult, dataset_id: str, **extra: Any) -
 
 
 STYLE_GUIDE_SUFFIX = "-c"
-"""Part of a model id whose pipeline has a style classifier: ``…-s32174-c3000-d4429``."""
+"""Part of a model id whose pipeline has a style classifier: ``…-s32174-c3000w0a1b2c3d-d4429``
+(steps and ``weights_tag`` of the classifier)."""
 
 
 def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, dataset_id: str,
@@ -224,13 +225,19 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
     Everything else in the model stays as it is; the card gains a ``style_classifier`` record,
     ``guidance_scale`` becomes the pipeline's default scale (None: the base model's stays, 0 = off
     when it has none), and the model id gains
-    ``-c<classifier steps>``.
+    ``-c<classifier steps>w<its weights tag>``.
     ``out`` may be ``base_dir`` itself: the directory is replaced atomically."""
     from pathlib import Path
 
     from easel.diffusion.model_card import read_model_card
     from easel.diffusion.pipeline import load_pipeline
-    from easel.diffusion.training import carry_records, consent_text, with_id_part, write_pipeline_dir
+    from easel.diffusion.training import (
+        carry_records,
+        consent_text,
+        weights_tag,
+        with_id_part,
+        write_pipeline_dir,
+    )
 
     base_dir, out = Path(base_dir), Path(out)
     card = read_model_card(base_dir)
@@ -245,7 +252,8 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
         guidance_scale = float(pipe.config.get("classifier_guidance_scale", 0.0))
     pipe.register_to_config(classifier_guidance_scale=float(guidance_scale))
     base_id = str(card["model_id"])
-    card["model_id"] = with_id_part(base_id, STYLE_GUIDE_SUFFIX, result.steps)
+    card["model_id"] = with_id_part(base_id, STYLE_GUIDE_SUFFIX, result.steps,
+                                    weights_tag(result.classifier))
     card["style_classifier"] = classifier_record(result, dataset_id, from_model=base_id,
                                                  consent=consent_text(consent_events),
                                                  guidance_scale=guidance_scale)

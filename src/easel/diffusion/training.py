@@ -751,15 +751,17 @@ def consent_text(consent_events: int) -> str:
             f"({consent_events} items with consent-event ids)")
 
 
-def with_id_part(model_id: str, suffix: str, steps: int) -> str:
-    """``model_id`` naming one more part: ``…-s32174-d4429`` with suffix ``-h`` and 2000 steps
-    is ``…-s32174-h2000-d4429``. A part of that kind already in the id is replaced (a new expert
-    or guide replaces one), and the decoder's ``-d<steps>`` stays last."""
+def with_id_part(model_id: str, suffix: str, steps: int, tag: str) -> str:
+    """``model_id`` naming one more part: ``…-s32174-d4429`` with suffix ``-h``, 2000 steps and
+    the part's ``weights_tag`` 0a1b2c3d is ``…-s32174-h2000w0a1b2c3d-d4429``. The tag tells apart
+    two parts trained for as many steps (another seed, another dataset), which would otherwise
+    share one id. A part of that kind already in the id is replaced (a new expert or guide
+    replaces one), and the decoder's ``-d<steps>`` stays last."""
     from easel.diffusion.model_card import DECODER_SUFFIX, plain_model_id
 
     decoder = DECODER_SUFFIX.search(model_id)
-    stem = re.sub(rf"{re.escape(suffix)}\d+$", "", plain_model_id(model_id))
-    return f"{stem}{suffix}{steps}" + (decoder.group(0) if decoder else "")
+    stem = re.sub(rf"{re.escape(suffix)}\d+(?:w[0-9a-f]{{8}})?$", "", plain_model_id(model_id))
+    return f"{stem}{suffix}{steps}w{tag}" + (decoder.group(0) if decoder else "")
 
 
 CARRIED_RECORDS = (("upscaler", "README.md"), ("upscaler", "training.json"), ("vae", AUTOENCODER_RECORD))
@@ -780,8 +782,9 @@ def carry_records(base_dir: Path) -> Callable[[Path], None]:
 
 
 EXPERT_SUFFIX = "-h"
-"""Part of a model id whose pipeline has a high-noise expert: ``…-s32174-h2700-d4429`` is the
-denoiser of step 32,174, an expert trained 2,700 steps beside it, and decoder d4429."""
+"""Part of a model id whose pipeline has a high-noise expert: ``…-s32174-h2700w0a1b2c3d-d4429`` is
+the denoiser of step 32,174, an expert trained 2,700 steps beside it (weights 0a1b2c3d), and
+decoder d4429."""
 
 
 def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config: TrainConfig,
@@ -792,7 +795,8 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
     (``unet_high_noise``) predicts above ``config.sigma_range[0]``, the range it was trained on
     (``easel train base --init-from BASE --sigma-range LO,1``). The card gains a
     ``high_noise_expert`` record with the expert's own steps, samples and CPU time (its counters
-    less the base model's, which it started from), and the model id gains ``-h<expert steps>``.
+    less the base model's, which it started from), and the model id gains
+    ``-h<expert steps>w<its weights tag>``.
     """
     from easel.diffusion.model_card import read_model_card
     from easel.diffusion.pipeline import check_expert, load_pipeline
@@ -814,7 +818,7 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
     pipe.register_modules(unet_high_noise=expert)
     pipe.register_to_config(high_noise_sigma=float(lo))
     base_id = str(card["model_id"])
-    card["model_id"] = with_id_part(base_id, EXPERT_SUFFIX, int(own["steps"]))
+    card["model_id"] = with_id_part(base_id, EXPERT_SUFFIX, int(own["steps"]), weights_tag(expert))
     card["high_noise_expert"] = {
         "sigma": float(lo), "from_model": base_id, "dataset_id": dataset_id,
         "consent": consent_text(consent_events),
