@@ -42,6 +42,32 @@ def tiny_set() -> TrainingSet:
                        Path("manifest.parquet"), rows)
 
 
+def test_encoding_another_dataset_removes_the_old_datasets_caches(tmp_path: Path) -> None:
+    """A dataset rebuilt after a withdrawal has another id: training on it removes the cached
+    encodings of the old one (which hold the withdrawn works), and leaves files it did not
+    write alone."""
+    import dataclasses
+
+    old = tiny_set()
+    vae = tiny_vae()
+    encode_training_set(old, vae, tmp_path, progress=False, mirror=True)
+    old_files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(old_files) == 3 and all(name.split("-")[1] == "d" * 12 for name in old_files)
+    legacy = tmp_path / "latents-0123456789abcdef.pt"  # an older version's name: no dataset in it
+    legacy.write_bytes(b"")
+    mine = tmp_path / "latents-notes.pt"
+    mine.write_text("not a cache")
+    new = dataclasses.replace(old, images=old.images[:2], prompts=old.prompts[:2], captions=old.captions[:2],
+                              item_ids=old.item_ids[:2], set_ids=old.set_ids[:2], dataset_id="e" * 64)
+    assert encode_training_set(new, vae, tmp_path, progress=False).latents.shape[0] == 2
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not set(old_files) & set(left) and not legacy.exists() and mine.exists()
+    assert sorted(name.split("-")[1] for name in left if name != mine.name) == ["e" * 12] * 2
+    # The current dataset's caches stay: encoding again reads them back.
+    encode_training_set(new, vae, tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
 def test_train_resume_export(tmp_path: Path, monkeypatch) -> None:
     import easel.diffusion.training as training
     from easel.diffusion import tiny

@@ -272,7 +272,7 @@ def encode_prompt_sets(data: TrainingSet, cache_dir: Path) -> tuple[PromptEmbedd
     """MiniLM embeddings of the full prompts, the unique captions and "" (cached by content)."""
     unique = sorted(set(data.captions))
     key = _cache_key(*data.prompts, "\x00", *unique)
-    path = cache_dir / f"prompts-{key}.pt"
+    path = cache_dir / f"prompts-{data.dataset_id[:12]}-{key}.pt"
     if path.exists():
         state = torch.load(path, weights_only=False)
         return state["full"], state["caption_only"], state["caption_index"], state["empty"]
@@ -323,7 +323,8 @@ def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
                         style_input: bool = False) -> EncodedSet:
     """Encode images to latents and prompts to MiniLM embeddings, both cached in ``cache_dir``
     by content (the latents take a minute or more for the corpus on one core, so a resumed run
-    reads them back; another autoencoder or other pictures make another file).
+    reads them back; another autoencoder or other pictures make another file). The caches of
+    other datasets in ``cache_dir`` are removed (``prune_caches``).
 
     ``mirror``: the mirrored pictures' latents too (``TrainConfig.mirror``). ``style_input``:
     each prompt's style vector beside its pooled embedding (``TrainConfig.style_input``;
@@ -333,14 +334,37 @@ def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
         full = with_style_vectors(full, style_vectors(data.prompts))
         caption_only = with_style_vectors(caption_only, torch.zeros_like(caption_only.pooled))
         empty = with_style_vectors(empty, torch.zeros_like(empty.pooled))
-    key = _latents_key(data, vae)
+    key = f"{data.dataset_id[:12]}-{_latents_key(data, vae)}"
     encoded = _encode_latents(data, vae, cache_dir / f"latents-{key}.pt", False, progress)
     mirrored = mirrorable_items = None
     if mirror:
         mirrored = _encode_latents(data, vae, cache_dir / f"latents-{key}-mirrored.pt", True, progress)
+    for path in prune_caches(cache_dir, data.dataset_id):
+        log.info("removed %s: the encodings of another dataset", path)
         mirrorable_items = mirrorable(data.captions)
     return EncodedSet(encoded, full, caption_only, caption_index, empty, list(data.set_ids),
                       mirrored, mirrorable_items)
+
+
+_CACHE_NAME = re.compile(r"(?:prompts|latents)-(?:([0-9a-f]{12})-)?[0-9a-f]{16}(?:-mirrored)?\.pt")
+
+
+def prune_caches(cache_dir: Path, dataset_id: str) -> list[Path]:
+    """Remove the prompt and latent caches in ``cache_dir`` of datasets other than
+    ``dataset_id`` (and those of older versions, whose names do not say their dataset); return
+    them.
+
+    A dataset built after a withdrawal leaves the withdrawn works out, and training on it should
+    not leave their encodings behind either. Only files named as the trainer names its caches
+    are touched. A folder shared by runs on two datasets re-encodes when it switches back
+    (a minute or two)."""
+    removed = []
+    for path in sorted(cache_dir.iterdir()) if cache_dir.is_dir() else []:
+        match = _CACHE_NAME.fullmatch(path.name)
+        if match and match.group(1) != dataset_id[:12]:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def set_balance_weights(set_ids: list[str], balance: float) -> torch.Tensor:
