@@ -50,7 +50,7 @@ def test_encoding_another_dataset_removes_the_old_datasets_caches(tmp_path: Path
 
     old = tiny_set()
     vae = tiny_vae()
-    encode_training_set(old, vae, tmp_path, progress=False, mirror=True)
+    assert encode_training_set(old, vae, tmp_path, progress=False, mirror=True).mirrorable is not None
     old_files = sorted(p.name for p in tmp_path.iterdir())
     assert len(old_files) == 3 and all(name.split("-")[1] == "d" * 12 for name in old_files)
     legacy = tmp_path / "latents-0123456789abcdef.pt"  # an older version's name: no dataset in it

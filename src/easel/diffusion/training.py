@@ -339,9 +339,9 @@ def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
     mirrored = mirrorable_items = None
     if mirror:
         mirrored = _encode_latents(data, vae, cache_dir / f"latents-{key}-mirrored.pt", True, progress)
+        mirrorable_items = mirrorable(data.captions)
     for path in prune_caches(cache_dir, data.dataset_id):
         log.info("removed %s: the encodings of another dataset", path)
-        mirrorable_items = mirrorable(data.captions)
     return EncodedSet(encoded, full, caption_only, caption_index, empty, list(data.set_ids),
                       mirrored, mirrorable_items)
 
