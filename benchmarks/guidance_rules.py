@@ -18,7 +18,10 @@ Rules (``v``: the UNet's velocity; ``c``: the prompt, ``∅``: the empty prompt;
 - ``style``: guidance split in two (as InstructPix2Pix splits it), ``v(∅) + w·(v(k) − v(∅)) +
   ws·(v(c) − v(k))`` with ``k`` the prompt's caption without its style tag ("fox face" for "fox
   face, twemoji style"; the trainer's style dropout teaches the model that condition). ``ws`` =
-  ``w`` is ``cfg``; a larger ``--ws`` pushes along the style alone. Three passes a step.
+  ``w`` is ``cfg``; a larger ``--ws`` pushes along the style alone. Three passes a step;
+- ``contrast``: ``cfg`` plus ``a·(v(c) − mean_j v(k, s_j))``, ``s_j`` the model's other trained
+  styles ("fox face, noto style", … for "fox face, twemoji style"): away from the same concept
+  drawn in the styles the judge confuses it with. Two passes a step plus one per other style.
 
     EASEL_HOME=<plain 64 px build> OMP_NUM_THREADS=1 python -m benchmarks.guidance_rules \\
         --rule rescale --w 8 --phi 0.7 [--guide DIR/unet] [--split train,val] [--json out.json]
@@ -34,7 +37,7 @@ from typing import Any
 
 from benchmarks.judged import add_prompt_options, score
 
-RULES = ("cfg", "ag", "cfg_ag", "cfg_badu", "apg", "rescale", "sched", "ensemble", "style")
+RULES = ("cfg", "ag", "cfg_ag", "cfg_badu", "apg", "rescale", "sched", "ensemble", "style", "contrast")
 
 
 def main() -> None:
@@ -65,9 +68,11 @@ def main() -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from easel.corpus.captions import split_style
+    from easel.corpus.captions import prompt_for, split_style
+    from easel.corpus.sources import ICON_SETS
     from easel.diffusion.data import to_pil
-    from easel.diffusion.pipeline import load_pipeline
+    from easel.diffusion.model_card import read_model_card
+    from easel.diffusion.pipeline import SHIPPED_MODEL_DIR, load_pipeline
     from easel.diffusion.text_encoder import PromptEmbeddings
 
     pipe = load_pipeline(None)
@@ -90,6 +95,15 @@ def main() -> None:
             if not any(tags):
                 raise SystemExit("--rule style needs prompts that end in a style tag (\", twemoji style\")")
             three = PromptEmbeddings.cat([uncond, pipe.encode_prompts(list(captions)), cond])
+        if args.rule == "contrast":
+            held_out = read_model_card(SHIPPED_MODEL_DIR)["training"]["held_out_sets"]
+            styles = [s.style_tag for s in ICON_SETS if s.set_id not in held_out]
+            split = [split_style(p) for p in prompts]
+            if not all(tag in styles for _, tag in split):
+                raise SystemExit(f"--rule contrast needs prompts in one of the model's styles: {styles}")
+            others = [prompt_for(k, o) for k, tag in split for o in styles if o != tag]
+            n_other = len(styles) - 1
+            many = PromptEmbeddings.cat([uncond, cond, pipe.encode_prompts(others)])
         c, r = good.config.in_channels, good.config.sample_size
         lat = torch.stack([torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s))
                            for s in seeds])
@@ -118,6 +132,10 @@ def main() -> None:
                 vu, vk, vc = run(good, torch.cat([lat] * 3), t, three).chunk(3)
                 ws = args.w if args.ws is None else args.ws
                 v = vu + args.w * (vk - vu) + ws * (vc - vk)
+            elif args.rule == "contrast":
+                out = run(good, torch.cat([lat] * 2 + [lat.repeat_interleave(n_other, 0)]), t, many)
+                vu, vc, vo = out[:n], out[n:2 * n], out[2 * n:]
+                v = vu + args.w * (vc - vu) + args.a * (vc - vo.view(n, n_other, *lat.shape[1:]).mean(1))
             else:
                 vu, vc = run(good, torch.cat([lat] * 2), t, both).chunk(2)
                 w = args.whi if args.rule == "sched" and sigma > args.thr else args.w
