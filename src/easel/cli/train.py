@@ -314,16 +314,7 @@ def base(
     The learning rate warms up, then stays constant, so a run can go on across sessions;
     --cooldown-steps branches off a decayed copy to ship.
     """
-    from diffusers import AutoencoderKL
-
-    from easel.diffusion.configs import TrainConfig
-    from easel.diffusion.data import load_training_set
-    from easel.diffusion.training import (
-        encode_training_set,
-        export_base_model,
-        read_autoencoder_record,
-        train_denoiser,
-    )
+    from easel.diffusion.configs import TrainConfig  # no torch: bad options are refused at once
     from easel.errors import BadInput
 
     if minutes is None and steps is None and not cooldown_steps:
@@ -360,6 +351,16 @@ def base(
     if expert and init_from is not None and out.resolve() == init_from.resolve():
         raise BadInput("--out must differ from --init-from: the expert is written beside a copy "
                        "of that model, which stays as it is")
+    from diffusers import AutoencoderKL
+
+    from easel.diffusion.data import load_training_set
+    from easel.diffusion.training import (
+        encode_training_set,
+        export_base_model,
+        read_autoencoder_record,
+        train_denoiser,
+    )
+
     _threads(threads)
     path = _manifest(manifest)
     consent = consent_check(path)
@@ -429,11 +430,8 @@ def style_guide(
     gradient moves each step towards the prompt's style (classifier guidance). Refuses to start
     if any manifest item is not allowed for train_base at this moment.
     """
-    from easel.diffusion.configs import TrainConfig
-    from easel.diffusion.data import load_training_set
+    from easel.diffusion.configs import TrainConfig  # no torch: bad options are refused at once
     from easel.diffusion.defaults import check_guidance
-    from easel.diffusion.pipeline import load_pipeline
-    from easel.diffusion.style_guide import encode_latents, export_style_guide, train_style_classifier
     from easel.errors import BadInput
 
     if steps < 1:
@@ -446,6 +444,10 @@ def style_guide(
     if not (init_from / "model_index.json").exists():
         raise BadInput(f"{init_from} is not an Easel model directory (no model_index.json)",
                        hint="give a directory written by `easel train base`, e.g. src/easel/models/embedded")
+    from easel.diffusion.data import load_training_set
+    from easel.diffusion.pipeline import load_pipeline
+    from easel.diffusion.style_guide import encode_latents, export_style_guide, train_style_classifier
+
     _threads(threads)
     path = _manifest(manifest)
     consent = consent_check(path)

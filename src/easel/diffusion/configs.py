@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from easel.diffusion.text_encoder import EMBED_DIM
-
+EMBED_DIM = 384  # MiniLM's width: the prompt embeddings' size (here, so that this module needs no torch)
 BASE_RESOLUTION = 64  # pixels the autoencoder decodes to
 LATENT_RESOLUTION = 16  # 64 px / 4
 LATENT_CHANNELS = 4

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from easel.diffusion.configs import EMBED_DIM
+
 MAX_TOKENS = 28  # the longest corpus prompt (caption + style tag) is 25 word pieces, median 11
-EMBED_DIM = 384
 MAX_PROMPT_CHARS = 1000  # longer prompts are refused: the encoder would see only 32 tokens
 
 

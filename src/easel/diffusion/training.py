@@ -290,9 +290,7 @@ def _latents_key(data: TrainingSet, vae: AutoencoderKL) -> str:
     """A digest of the pictures (in order) and of the autoencoder's weights and scaling."""
     digest = hashlib.sha256()
     digest.update(data.images.contiguous().numpy().tobytes())
-    for name, tensor in sorted(vae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(state_digest(vae).encode())
     digest.update(repr(float(vae.config.scaling_factor)).encode())
     return digest.hexdigest()[:16]
 
@@ -692,12 +690,19 @@ def weights_tag(module: torch.nn.Module) -> str:
     (arms with other options, a run retrained on a rebuilt dataset after a withdrawal) have two
     ids, and the registry records each, with its own dataset and path.
     """
+    return state_digest(module)[:8]
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """The sha256 (hex) of ``module``'s state dict: names, shapes, dtypes and bytes, in order
+    (bfloat16 too). ``weights_tag`` is its start; the training latents' cache key hashes the
+    autoencoder by it."""
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         t = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{tuple(tensor.shape)}:{t.dtype}\n".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()[:8]
+    return digest.hexdigest()
 
 
 def decoder_steps(record: dict[str, Any]) -> int:
