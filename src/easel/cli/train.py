@@ -351,6 +351,8 @@ def base(
     if expert and init_from is not None and out.resolve() == init_from.resolve():
         raise BadInput("--out must differ from --init-from: the expert is written beside a copy "
                        "of that model, which stays as it is")
+    path = _manifest(manifest)
+    consent = consent_check(path)
     from diffusers import AutoencoderKL
 
     from easel.diffusion.data import load_training_set
@@ -362,8 +364,6 @@ def base(
     )
 
     _threads(threads)
-    path = _manifest(manifest)
-    consent = consent_check(path)
     config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
                          unet_transformer_layers=list(layers), unet_attention_16=attention_16,
                          self_condition=self_condition, style_input=style_input, mirror=mirror,
@@ -444,13 +444,13 @@ def style_guide(
     if not (init_from / "model_index.json").exists():
         raise BadInput(f"{init_from} is not an Easel model directory (no model_index.json)",
                        hint="give a directory written by `easel train base`, e.g. src/easel/models/embedded")
+    path = _manifest(manifest)
+    consent = consent_check(path)
     from easel.diffusion.data import load_training_set
     from easel.diffusion.pipeline import load_pipeline
     from easel.diffusion.style_guide import encode_latents, export_style_guide, train_style_classifier
 
     _threads(threads)
-    path = _manifest(manifest)
-    consent = consent_check(path)
     held_out = tuple(TrainConfig().held_out_sets)
     data = load_training_set(path, ("train", "val"), held_out)
     in_train = [i for i, r in enumerate(data.rows) if r["split"] == "train"]
