@@ -267,12 +267,17 @@ def _cache_key(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def _dataset_part(dataset_id: str) -> str:
+    """The start of a cache file's name that says its dataset (``prune_caches`` reads it)."""
+    return dataset_id[:12]
+
+
 def encode_prompt_sets(data: TrainingSet, cache_dir: Path) -> tuple[PromptEmbeddings, PromptEmbeddings,
                                                                     torch.Tensor, PromptEmbeddings]:
     """MiniLM embeddings of the full prompts, the unique captions and "" (cached by content)."""
     unique = sorted(set(data.captions))
     key = _cache_key(*data.prompts, "\x00", *unique)
-    path = cache_dir / f"prompts-{data.dataset_id[:12]}-{key}.pt"
+    path = cache_dir / f"prompts-{_dataset_part(data.dataset_id)}-{key}.pt"
     if path.exists():
         state = torch.load(path, weights_only=False)
         return state["full"], state["caption_only"], state["caption_index"], state["empty"]
@@ -332,7 +337,7 @@ def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
         full = with_style_vectors(full, style_vectors(data.prompts))
         caption_only = with_style_vectors(caption_only, torch.zeros_like(caption_only.pooled))
         empty = with_style_vectors(empty, torch.zeros_like(empty.pooled))
-    key = f"{data.dataset_id[:12]}-{_latents_key(data, vae)}"
+    key = f"{_dataset_part(data.dataset_id)}-{_latents_key(data, vae)}"
     encoded = _encode_latents(data, vae, cache_dir / f"latents-{key}.pt", False, progress)
     mirrored = mirrorable_items = None
     if mirror:
@@ -359,7 +364,7 @@ def prune_caches(cache_dir: Path, dataset_id: str) -> list[Path]:
     removed = []
     for path in sorted(cache_dir.iterdir()) if cache_dir.is_dir() else []:
         match = _CACHE_NAME.fullmatch(path.name)
-        if match and match.group(1) != dataset_id[:12]:
+        if match and match.group(1) != _dataset_part(dataset_id):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
