@@ -181,6 +181,33 @@ def test_cooldown_branch_resumes_and_stops(tmp_path: Path, monkeypatch) -> None:
     assert torch.load(main, weights_only=False)["step"] == 10  # the main checkpoint is untouched
 
 
+def test_a_run_paused_by_sigtstp_leaves_the_pause_out_of_its_time(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-Z or `kill -TSTP` pauses a training run until SIGCONT; neither the run's seconds nor
+    its --minutes budget count the pause. Another process pauses this one once training has
+    written its first checkpoint, and continues it 1.5 s later."""
+    import os
+    import subprocess
+    import time
+
+    import easel.diffusion.training as training
+    from easel.diffusion import tiny
+
+    monkeypatch.setattr(training, "unet_config", lambda *_a, **_k: tiny.tiny_unet().config)
+    enc = encode_training_set(tiny_set(), tiny_vae(), tmp_path, progress=False)
+    ckpt = tmp_path / "paused.pt"
+    waker = subprocess.Popen(["sh", "-c", f"while [ ! -e {ckpt} ]; do sleep 0.05; done; "
+                              f"kill -TSTP {os.getpid()}; sleep 1.5; kill -CONT {os.getpid()}"])
+    config = TrainConfig(batch_size=4, warmup_steps=1, checkpoint_minutes=0.01)
+    started = time.monotonic()
+    state = train_denoiser(enc, ckpt, config, minutes=3 / 60, progress=False)
+    wall = time.monotonic() - started
+    assert waker.wait(timeout=10) == 0
+    assert wall >= 3 + 1.4, wall  # the pause did not spend the 3 s budget
+    # the run's seconds count its steps only, so they are a little under the 3 s
+    assert 1.5 <= state.seconds <= wall - 1.4, (state.seconds, wall)
+    assert torch.load(ckpt, weights_only=False)["seconds"] == state.seconds
+
+
 def test_decoder_only_fine_tune_keeps_the_latent_space(tmp_path: Path) -> None:
     """`easel train autoencoder --init-from DIR --decoder-only`: the encoder, and so every
     latent a denoiser was trained on, is unchanged; the decoder learns."""

@@ -70,18 +70,6 @@ def autoencoder(
     With --init-from MODEL --decoder-only it sharpens a trained model's decoder instead, keeping
     the latent space its denoiser was trained in (--install-into MODEL puts it in place).
     """
-    from diffusers import AutoencoderKL
-
-    from easel.corpus.sources import HELD_OUT_SET
-    from easel.diffusion.configs import AutoencoderTrainConfig
-    from easel.diffusion.data import load_training_set
-    from easel.diffusion.training import (
-        autoencoder_psnr,
-        pick_device,
-        read_autoencoder_record,
-        train_autoencoder,
-        write_autoencoder_record,
-    )
     from easel.errors import BadInput
 
     if minutes <= 0:
@@ -101,6 +89,8 @@ def autoencoder(
         if not (init_dir / "config.json").exists():
             raise BadInput(f"{init_from} is not an autoencoder directory (no config.json, no vae/)",
                            hint="give a directory written by `easel train autoencoder`, or a model directory")
+        from diffusers import AutoencoderKL
+
         try:
             init = AutoencoderKL.from_pretrained(str(init_dir))
         except (OSError, ValueError, KeyError) as exc:
@@ -110,9 +100,20 @@ def autoencoder(
 
             check_same_latent_space(AutoencoderKL.from_pretrained(str(install_into / "vae")), init,
                                     str(init_dir), str(install_into))
-    _threads(threads)
     path = _manifest(manifest)
-    consent_check(path)
+    consent_check(path)  # before torch loads, unless the options needed it
+    from easel.corpus.sources import HELD_OUT_SET
+    from easel.diffusion.configs import AutoencoderTrainConfig
+    from easel.diffusion.data import load_training_set
+    from easel.diffusion.training import (
+        autoencoder_psnr,
+        pick_device,
+        read_autoencoder_record,
+        train_autoencoder,
+        write_autoencoder_record,
+    )
+
+    _threads(threads)
     data = load_training_set(path, ("train",), (HELD_OUT_SET,))
     val = load_training_set(path, ("val",), (HELD_OUT_SET,), progress=False)
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")

@@ -59,27 +59,51 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@dataclass
+class RunSignals:
+    """What signals have told a training loop: to stop (SIGINT, SIGTERM), and for how long it
+    was paused (SIGTSTP until SIGCONT)."""
+
+    stop: bool = False
+    paused: float = 0.0
+
+
 @contextmanager
-def stop_on_signal() -> Iterator[dict[str, bool]]:
-    """Turn SIGINT/SIGTERM into a flag the loop polls, so it can save and exit cleanly."""
-    flag = {"stop": False}
+def stop_on_signal() -> Iterator[RunSignals]:
+    """Turn SIGINT/SIGTERM into a flag the loop polls, so it can save and exit cleanly.
 
-    def handler(signum: int, _frame: Any) -> None:
+    SIGTSTP (Ctrl-Z, or ``kill -TSTP PID``) pauses the run until SIGCONT (``fg``, ``kill -CONT
+    PID``) and counts how long, so a run paused to free the cores for other work does not count
+    the pause as training time or spend its ``--minutes`` on it. (``kill -STOP`` cannot be seen
+    by the process: that pause is counted.)
+    """
+    signals = RunSignals()
+
+    def stop(signum: int, _frame: Any) -> None:
         log.warning("signal %d: saving a checkpoint and stopping", signum)
-        flag["stop"] = True
+        signals.stop = True
 
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    def pause(_signum: int, _frame: Any) -> None:
+        log.warning("paused: SIGCONT (fg, kill -CONT %d) resumes; the pause is not counted as training",
+                    os.getpid())
+        t0 = time.monotonic()
+        os.kill(os.getpid(), signal.SIGSTOP)  # returns once continued
+        signals.paused += time.monotonic() - t0
+        log.warning("resumed after %.0f s paused", time.monotonic() - t0)
+
+    handlers = {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGTSTP: pause}
+    old = {s: signal.getsignal(s) for s in handlers}
     try:
-        for s in old:
+        for s, handler in handlers.items():
             signal.signal(s, handler)
     except ValueError:  # not the main thread
         pass
     try:
-        yield flag
+        yield signals
     finally:
-        for s, h in old.items():
+        for s, before in old.items():
             with suppress(ValueError):
-                signal.signal(s, h)
+                signal.signal(s, before)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -169,9 +193,9 @@ def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
     vae.train()
     if decoder_only:
         vae.encoder.eval()
-    with stop_on_signal() as flag:
-        while seconds < budget and not flag["stop"] and (max_steps is None or step < max_steps):
-            t0 = time.monotonic()
+    with stop_on_signal() as signals:
+        while seconds < budget and not signals.stop and (max_steps is None or step < max_steps):
+            t0, p0 = time.monotonic(), signals.paused
             if config.decay:
                 lr = config.learning_rate * min(1.0, (step + 1) / 50) * max(0.0, 1.0 - seconds / budget)
                 for group in opt.param_groups:
@@ -187,7 +211,7 @@ def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
             loss.backward()
             opt.step()
             step += 1
-            seconds += time.monotonic() - t0
+            seconds += time.monotonic() - t0 - (signals.paused - p0)
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if time.monotonic() - last_save > 120:
@@ -344,7 +368,7 @@ def encode_training_set(data: TrainingSet, vae: AutoencoderKL, cache_dir: Path,
         mirrored = _encode_latents(data, vae, cache_dir / f"latents-{key}-mirrored.pt", True, progress)
         mirrorable_items = mirrorable(data.captions)
     for path in prune_caches(cache_dir, data.dataset_id):
-        log.info("removed %s: the encodings of another dataset", path)
+        log.warning("removed %s: the encodings of another dataset", path)
     return EncodedSet(encoded, full, caption_only, caption_index, empty, list(data.set_ids),
                       mirrored, mirrorable_items)
 
@@ -536,10 +560,10 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
     bar = tqdm(desc="denoiser", unit="step", initial=step, disable=not progress, total=max_steps)
     window: list[float] = []
     unet.train()
-    with stop_on_signal() as flag:
-        while (time.monotonic() - started < budget and not flag["stop"]
+    with stop_on_signal() as signals:
+        while (time.monotonic() - started - signals.paused < budget and not signals.stop
                and (max_steps is None or step < max_steps)):
-            t0, c0 = time.monotonic(), time.process_time()
+            t0, c0, p0 = time.monotonic(), time.process_time(), signals.paused
             if weights is None:
                 idx = torch.randint(0, n_items, (config.batch_size,), generator=gen)
             else:
@@ -560,7 +584,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
             optimizer_step(unet, ema, opt, loss, min(config.ema_decay, (1 + step) / (10 + step)))
             step += 1
             samples += config.batch_size
-            seconds += time.monotonic() - t0
+            seconds += time.monotonic() - t0 - (signals.paused - p0)
             cpu_seconds += time.process_time() - c0
             window.append(loss.item())
             if len(window) == LOSS_WINDOW:
@@ -687,15 +711,19 @@ def export_base_model(out: Path, state: BaseTrainState, vae: AutoencoderKL, data
     return save_model_dir(out, state.ema, vae, upscaler_dir, card)
 
 
+TAG_LENGTH = 8
+"""Hex digits of a weights tag (``weights_tag``); ``with_id_part`` recognises tags of this length."""
+
+
 def weights_tag(module: torch.nn.Module) -> str:
-    """Eight hex digits naming ``module``'s weights: the start of the sha256 of its state dict
+    """``TAG_LENGTH`` hex digits naming ``module``'s weights: the start of the sha256 of its state dict
     (names, shapes, dtypes and bytes, in order).
 
     Exports put it in the model id (``…-s<steps>-w<tag>``), so two exports at the same step count
     (arms with other options, a run retrained on a rebuilt dataset after a withdrawal) have two
     ids, and the registry records each, with its own dataset and path.
     """
-    return state_digest(module)[:8]
+    return state_digest(module)[:TAG_LENGTH]
 
 
 def state_digest(module: torch.nn.Module) -> str:
@@ -794,7 +822,7 @@ def with_id_part(model_id: str, suffix: str, steps: int, tag: str) -> str:
     from easel.diffusion.model_card import DECODER_SUFFIX, plain_model_id
 
     decoder = DECODER_SUFFIX.search(model_id)
-    stem = re.sub(rf"{re.escape(suffix)}\d+(?:w[0-9a-f]{{8}})?$", "", plain_model_id(model_id))
+    stem = re.sub(rf"{re.escape(suffix)}\d+(?:w[0-9a-f]{{{TAG_LENGTH}}})?$", "", plain_model_id(model_id))
     return f"{stem}{suffix}{steps}w{tag}" + (decoder.group(0) if decoder else "")
 
 
