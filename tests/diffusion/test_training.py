@@ -597,6 +597,66 @@ def test_train_base_refuses_bad_transformer_layers(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "easel.db").exists()
 
 
+def test_head_dim_sets_how_wide_every_attention_head_is() -> None:
+    """diffusers reads `attention_head_dim` as a head count, so the legacy config has 32 heads
+    in every block, 2 channels wide at 64 channels; `head_dim=16` gives heads 16 channels wide
+    in the down, middle and up blocks alike, and the config says which split it has."""
+    import pytest
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import Attention
+
+    from easel.diffusion.configs import check_head_dim, head_dim_of, unet_config
+
+    for head_dim, widths in ((None, {2}), (16, {16})):  # attention at 64 channels only
+        config = unet_config(width=32, transformer_layers=(1, 1, 2), head_dim=head_dim)
+        unet = UNet2DConditionModel(**config)
+        attentions = [m for m in unet.modules() if isinstance(m, Attention)]
+        assert len(attentions) == 2 * (2 + 3 + 2 + 2 + 2)  # self and cross, down 8x8 4x4 (x2), mid, up
+        assert {m.inner_dim // m.heads for m in attentions} == widths
+        assert head_dim_of(config) == head_dim == head_dim_of(unet.config)
+    with pytest.raises(ValueError, match="could be one of \\[8, 16, 32, 64\\]"):
+        check_head_dim(24, 64)
+
+
+def test_a_model_split_into_wider_heads_starts_from_its_weights(tmp_path: Path, caplog) -> None:
+    """`train_denoiser(init_from=…)` with another head width keeps every weight of the model (the
+    shapes are the same), says that the function is not kept, and a resumed run keeps the split."""
+    from diffusers import UNet2DConditionModel
+
+    from easel.diffusion.configs import head_dim_of, unet_config
+
+    torch.manual_seed(0)
+    start_dir = tmp_path / "shipped"
+    UNet2DConditionModel(**unet_config(width=32)).save_pretrained(str(start_dir / "unet"))
+    start = UNet2DConditionModel.from_pretrained(str(start_dir / "unet"))
+    enc = encode_training_set(tiny_set(), tiny_vae(), tmp_path, progress=False)
+    config = TrainConfig(unet_width=32, unet_head_dim=16, batch_size=4, warmup_steps=1,
+                         checkpoint_minutes=100)
+    ckpt = tmp_path / "split.pt"
+    state = train_denoiser(enc, ckpt, config, max_steps=0, progress=False, init_from=start_dir)
+    assert head_dim_of(start.config) is None and head_dim_of(state.ema.config) == 16
+    for name, tensor in start.state_dict().items():
+        assert torch.equal(state.ema.state_dict()[name], tensor), name
+    assert "split anew" in caplog.text
+    inputs = _unet_inputs()
+    with torch.no_grad():  # the same weights, another function
+        assert not torch.allclose(state.ema.eval()(**inputs).sample, start.eval()(**inputs).sample)
+    resumed = train_denoiser(enc, ckpt, config, max_steps=2, progress=False)
+    assert resumed.step == 2 and head_dim_of(resumed.unet.config) == 16
+
+
+def test_train_base_refuses_a_head_width_that_does_not_divide_the_unet(tmp_path: Path) -> None:
+    from easel.diffusion.defaults import SHIPPED_MODEL_DIR
+    from tests.conftest import run_cli
+
+    env = {"EASEL_HOME": str(tmp_path / "home")}
+    proc = run_cli("train", "base", "--init-from", str(SHIPPED_MODEL_DIR), "--out", str(tmp_path / "out"),
+                   "--steps", "1", "--head-dim", "24", env=env)
+    assert proc.returncode == 2 and "--head-dim 24: 24 does not divide the UNet's width 64" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "easel.db").exists()
+
+
 def test_set_balance_weights_share_out_the_sets() -> None:
     """A set of n items is drawn in proportion to n^(1 - b): b = 0 is uniform over items, b = 1
     gives every set the same share."""
@@ -810,4 +870,6 @@ def test_the_card_says_where_the_denoiser_attends() -> None:
         "at 8×8 / 4×4: 2 / 2 (no attention at 16×16)")
     assert _attention_text({"unet_transformer_layers": [1, 2, 2], "unet_attention_16": True}).endswith(
         "at 16×16 / 8×8 / 4×4: 1 / 2 / 2")
+    assert _attention_text({"unet_transformer_layers": [1, 2, 2], "unet_head_dim": 32}).endswith(
+        "(no attention at 16×16), attention heads 32 channels wide")
     assert _attention_text({}) == ""

@@ -188,6 +188,24 @@ def _unet_layout(text: str | None, init_from: Path | None,
     return layers, attention_16
 
 
+def _head_dim(asked: int | None, init_from: Path | None, width: int) -> int | None:
+    """``--head-dim``: as asked (0: the legacy split, ``None``), else the --init-from model's;
+    refused unless it divides the width."""
+    from easel.diffusion.configs import check_head_dim, head_dim_of
+    from easel.errors import BadInput
+
+    if asked is None:
+        config_path = None if init_from is None else init_from / "unet" / "config.json"
+        return head_dim_of(json.loads(config_path.read_text())) if config_path else None
+    if asked == 0:
+        return None
+    try:
+        return check_head_dim(asked, width)
+    except ValueError as exc:
+        raise BadInput(f"--head-dim {asked}: {exc}".replace("head_dim ", "", 1),
+                       hint="0 keeps the legacy split of 32 heads per block") from None
+
+
 def _sigma_range(text: str | None) -> tuple[float, float]:
     """``--sigma-range LO,HI`` as floats with 0 ≤ LO < HI ≤ 1; the whole path when not given."""
     from easel.diffusion.defaults import check_guidance_interval
@@ -269,6 +287,14 @@ def base(
                                       "added as the identity, so training starts from the same "
                                       "model. Default: as the --init-from model has it (the shipped "
                                       "model has none there)."),
+    head_dim: int = typer.Option(None, "--head-dim", help="Channels per attention head, e.g. 32 "
+                                 "(4 heads at 128 channels). 0: the legacy split, 32 heads in "
+                                 "every attention block whatever its width, which makes the "
+                                 "shipped model's heads 2 and 4 channels wide (diffusers reads "
+                                 "its head setting as a count). With --init-from a model split "
+                                 "otherwise, its weights are split anew: training starts from "
+                                 "them but not from what they computed. Default: as the "
+                                 "--init-from model has it, else 0."),
     self_condition: bool = typer.Option(None, "--self-condition/--no-self-condition", help="The "
                                         "UNet also reads its own previous estimate of the clean "
                                         "latent (self-conditioning); with --init-from a model "
@@ -341,6 +367,7 @@ def base(
     if vae is None and init_from is None:
         raise BadInput("give --vae (a trained autoencoder) or --init-from (a model directory)")
     layers, attention_16 = _unet_layout(transformer_layers, init_from, attention_16)
+    heads = _head_dim(head_dim, init_from, width)
     self_condition = _self_condition(self_condition, init_from)
     style_input = _style_input(style_input, init_from)
     sigmas = _sigma_range(sigma_range)
@@ -367,6 +394,7 @@ def base(
     _threads(threads)
     config = TrainConfig(batch_size=batch_size, unet_width=width, cooldown_steps=cooldown_steps,
                          unet_transformer_layers=list(layers), unet_attention_16=attention_16,
+                         unet_head_dim=heads,
                          self_condition=self_condition, style_input=style_input, mirror=mirror,
                          set_balance=set_balance,
                          style_dropout=style_dropout, learning_rate=learning_rate,

@@ -35,10 +35,39 @@ def vae_config(latent_channels: int = LATENT_CHANNELS) -> dict[str, Any]:
 TRANSFORMER_LAYERS = (1, 1, 1)
 
 
+LEGACY_HEADS = 32
+"""What ``UNet2DConditionModel`` makes of ``attention_head_dim=32``: 32 heads in every attention
+block, whatever its width (diffusers reads that setting as a head count, a naming slip it keeps
+for old checkpoints). So the shipped model's heads are 2 and 4 channels wide (64 and 128
+channels), not 32. ``unet_config(head_dim=…)`` asks for the width instead."""
+
+
+def check_head_dim(head_dim: int, width: int) -> int:
+    """``head_dim`` if it divides every level's channels (``width``, ``2·width``), else a
+    ``ValueError`` saying what would."""
+    if head_dim < 1 or width % head_dim:
+        fits = [d for d in (8, 16, 32, 64) if width % d == 0]
+        raise ValueError(f"head_dim {head_dim} does not divide the UNet's width {width}; "
+                         f"it could be one of {fits}")
+    return head_dim
+
+
+def head_dim_of(config: Any) -> int | None:
+    """The channels per attention head of a ``UNet2DConditionModel`` config: ``None`` for the
+    legacy split (a head count of ``LEGACY_HEADS`` in every block, as the shipped model has),
+    else the width of its heads at the first level."""
+    config = dict(config)
+    heads = config.get("attention_head_dim", 8)  # diffusers' defaults where the config says nothing
+    first = int(config.get("block_out_channels", (320,))[0])
+    if isinstance(heads, int):
+        return None if heads == LEGACY_HEADS else first // heads
+    return first // int(heads[0])
+
+
 def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: bool = True,
                 transformer_layers: tuple[int, ...] | list[int] = TRANSFORMER_LAYERS,
                 attention_16: bool = False, self_condition: bool = False,
-                style_input: bool = False) -> dict[str, Any]:
+                style_input: bool = False, head_dim: int | None = None) -> dict[str, Any]:
     """A small ``UNet2DConditionModel`` over 16×16 latents.
 
     Conditioning: MiniLM token embeddings through cross-attention at 8×8 and 4×4 (and 16×16
@@ -55,9 +84,15 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
     prompt's pooled embedding, then the pooled embedding of its style tag alone ("twemoji
     style"; zeros for a prompt without one), so that every residual block, the 16×16 ones
     included, hears the style apart from the concept
-    (:func:`easel.diffusion.text_encoder.with_style_vectors`).
+    (:func:`easel.diffusion.text_encoder.with_style_vectors`). ``head_dim``: the channels of
+    each attention head (heads = channels // head_dim at each level); ``None`` keeps the legacy
+    split of ``LEGACY_HEADS`` heads per block.
     """
     layers = check_transformer_layers(transformer_layers)
+    channels = (width, 2 * width, 2 * width)
+    heads: int | list[int] = LEGACY_HEADS
+    if head_dim is not None:
+        heads = [c // check_head_dim(head_dim, width) for c in channels]
     if cross_attention:
         first = "CrossAttn" if attention_16 else ""
         down = (f"{first}DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
@@ -69,8 +104,8 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
         sample_size=LATENT_RESOLUTION, out_channels=LATENT_CHANNELS,
         in_channels=(2 if self_condition else 1) * LATENT_CHANNELS,
         down_block_types=down, up_block_types=up, mid_block_type=mid,
-        block_out_channels=(width, 2 * width, 2 * width), layers_per_block=layers_per_block,
-        cross_attention_dim=EMBED_DIM, attention_head_dim=32, norm_num_groups=32,
+        block_out_channels=channels, layers_per_block=layers_per_block,
+        cross_attention_dim=EMBED_DIM, attention_head_dim=heads, norm_num_groups=32,
         class_embed_type="projection",
         projection_class_embeddings_input_dim=(2 if style_input else 1) * EMBED_DIM,
         # A plain 1 (every level one block) keeps the config diffusers writes for such a UNet.
@@ -126,6 +161,8 @@ class TrainConfig:
     unet_layers_per_block: int = 1
     unet_transformer_layers: list[int] = field(default_factory=lambda: list(TRANSFORMER_LAYERS))
     unet_attention_16: bool = False  # attention blocks at 16×16 too (`unet_config`)
+    # Channels per attention head (`unet_config`); None: the legacy 32 heads per block.
+    unet_head_dim: int | None = None
     cross_attention: bool = True  # False: pooled prompt embedding only (ablation)
     # The UNet also reads its own estimate of the clean latent (`unet_config`); in training half
     # of each batch gets one from a first, gradient-free pass, the other half zeros.

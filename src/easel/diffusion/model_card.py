@@ -28,11 +28,13 @@ def _attention_text(config: dict[str, Any]) -> str:
     layers = config.get("unet_transformer_layers")
     if not layers:
         return ""
+    heads = (f", attention heads {config['unet_head_dim']} channels wide" if config.get("unet_head_dim")
+             else "")
     if config.get("unet_attention_16"):
         return (", transformer blocks per attention block at 16×16 / 8×8 / 4×4: "
-                f"{' / '.join(map(str, layers))}")
+                f"{' / '.join(map(str, layers))}{heads}")
     return (f", transformer blocks per attention block at 8×8 / 4×4: {' / '.join(map(str, layers[1:]))} "
-            "(no attention at 16×16)")
+            f"(no attention at 16×16){heads}")
 
 
 def sources_from_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
