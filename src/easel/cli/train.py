@@ -290,7 +290,7 @@ def base(
     head_dim: int = typer.Option(None, "--head-dim", help="Channels per attention head, e.g. 32 "
                                  "(4 heads at 128 channels). 0: the legacy split, 32 heads in "
                                  "every attention block whatever its width, which makes the "
-                                 "shipped model's heads 2 and 4 channels wide (diffusers reads "
+                                 "shipped model's heads 4 channels wide (diffusers reads "
                                  "its head setting as a count). With --init-from a model split "
                                  "otherwise, its weights are split anew: training starts from "
                                  "them but not from what they computed. Default: as the "

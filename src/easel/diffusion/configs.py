@@ -38,8 +38,8 @@ TRANSFORMER_LAYERS = (1, 1, 1)
 LEGACY_HEADS = 32
 """What ``UNet2DConditionModel`` makes of ``attention_head_dim=32``: 32 heads in every attention
 block, whatever its width (diffusers reads that setting as a head count, a naming slip it keeps
-for old checkpoints). So the shipped model's heads are 2 and 4 channels wide (64 and 128
-channels), not 32. ``unet_config(head_dim=…)`` asks for the width instead."""
+for old checkpoints). So the shipped model's heads are 4 channels wide (its attention blocks
+have 128 channels), not 32. ``unet_config(head_dim=…)`` asks for the width instead."""
 
 
 def check_head_dim(head_dim: int, width: int) -> int:
