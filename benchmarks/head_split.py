@@ -2,8 +2,8 @@
 
 diffusers reads ``attention_head_dim=32`` as 32 heads per attention block, so the shipped UNet's
 heads are 4 channels wide (128 channels, 32 heads). ``easel train base --head-dim N`` splits the
-same weights into heads N channels wide; the shapes are unchanged, the function is not. For each head width this
-reports, from the same start:
+same weights into heads N channels wide; the shapes are unchanged, the function is not. For each
+head width this reports, from the same start:
 
 - the rectified-flow loss of the weights as they are, on ``--samples`` pictures of the
   manifest's ``--split`` (the same pictures, noise and logit-normal noise levels for every row);
