@@ -6,7 +6,8 @@ same weights into heads N channels wide; the shapes are unchanged, the function 
 head width this reports, from the same start:
 
 - the rectified-flow loss of the weights as they are, on ``--samples`` pictures of the
-  manifest's ``--split`` (the same pictures, noise and logit-normal noise levels for every row);
+  manifest's ``--split`` without the held-out set, as training reads it (the same pictures,
+  noise and logit-normal noise levels for every row);
 - seconds per UNet forward pass at the sampler's batch (8: four pictures, two guidance halves);
 - seconds per training step (batch 32: forward, loss, backward, AdamW, EMA; random inputs of the
   training shapes, as ``benchmarks.train_step_speed``).
@@ -71,6 +72,7 @@ def main() -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from easel.config import get_settings
+    from easel.corpus.sources import HELD_OUT_SET
     from easel.corpus.manifest import manifest_dir
     from easel.diffusion.configs import TrainConfig, head_dim_of
     from easel.diffusion.data import load_training_set, to_unit
@@ -80,7 +82,7 @@ def main() -> None:
 
     model = args.model or SHIPPED_MODEL_DIR
     manifest = args.manifest or manifest_dir(get_settings().corpus_dir, 64)
-    data = load_training_set(manifest, (args.split,), progress=False)
+    data = load_training_set(manifest, (args.split,), (HELD_OUT_SET,), progress=False)  # as trained
     g = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(data.prompts), generator=g)[:args.samples]
     vae = AutoencoderKL.from_pretrained(str(model / "vae")).eval()
