@@ -72,8 +72,8 @@ def main() -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from easel.config import get_settings
-    from easel.corpus.sources import HELD_OUT_SET
     from easel.corpus.manifest import manifest_dir
+    from easel.corpus.sources import HELD_OUT_SET
     from easel.diffusion.configs import TrainConfig, head_dim_of
     from easel.diffusion.data import load_training_set, to_unit
     from easel.diffusion.pipeline import SHIPPED_MODEL_DIR, latent_velocity_loss
