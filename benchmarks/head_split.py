@@ -35,12 +35,10 @@ def resplit(unet: torch.nn.Module, head_dim: int | None) -> torch.nn.Module:
     """``unet``'s weights in a UNet whose attention heads are ``head_dim`` channels wide."""
     from diffusers import UNet2DConditionModel
 
-    from easel.diffusion.configs import LEGACY_HEADS, check_head_dim
+    from easel.diffusion.configs import heads_setting
 
     config = dict(unet.config)
-    channels = list(config["block_out_channels"])
-    config["attention_head_dim"] = (LEGACY_HEADS if head_dim is None
-                                    else [c // check_head_dim(head_dim, channels[0]) for c in channels])
+    config["attention_head_dim"] = heads_setting(list(config["block_out_channels"]), head_dim)
     out = UNet2DConditionModel.from_config(config)
     out.load_state_dict(unet.state_dict())
     return out

@@ -52,6 +52,15 @@ def check_head_dim(head_dim: int, width: int) -> int:
     return head_dim
 
 
+def heads_setting(channels: list[int] | tuple[int, ...], head_dim: int | None) -> int | list[int]:
+    """The ``attention_head_dim`` a ``UNet2DConditionModel`` with these ``block_out_channels``
+    needs for heads ``head_dim`` channels wide (a head count per level); ``LEGACY_HEADS`` for
+    ``None``."""
+    if head_dim is None:
+        return LEGACY_HEADS
+    return [c // check_head_dim(head_dim, channels[0]) for c in channels]
+
+
 def head_dim_of(config: Any) -> int | None:
     """The channels per attention head of a ``UNet2DConditionModel`` config: ``None`` for the
     legacy split (a head count of ``LEGACY_HEADS`` in every block, as the shipped model has),
@@ -90,9 +99,7 @@ def unet_config(width: int = 64, layers_per_block: int = 1, cross_attention: boo
     """
     layers = check_transformer_layers(transformer_layers)
     channels = (width, 2 * width, 2 * width)
-    heads: int | list[int] = LEGACY_HEADS
-    if head_dim is not None:
-        heads = [c // check_head_dim(head_dim, width) for c in channels]
+    heads = heads_setting(channels, head_dim)
     if cross_attention:
         first = "CrossAttn" if attention_16 else ""
         down = (f"{first}DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
