@@ -89,8 +89,9 @@ def stop_on_signal() -> Iterator[RunSignals]:
                     os.getpid())
         t0 = time.monotonic()
         os.kill(os.getpid(), signal.SIGSTOP)  # returns once continued
-        signals.paused += time.monotonic() - t0
-        log.warning("resumed after %.0f s paused", time.monotonic() - t0)
+        paused = time.monotonic() - t0
+        signals.paused += paused
+        log.warning("resumed after %.0f s paused", paused)
 
     handlers = {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGTSTP: pause}
     old = {s: signal.getsignal(s) for s in handlers}
@@ -515,12 +516,14 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
             start = add_self_condition(start)  # the same function, reading its own estimate too
         if config.style_input and not has_style_input(start.config):
             start = add_style_input(start)  # the same function, hearing the style tag apart too
-        if head_dim_of(start.config) != config.unet_head_dim:
-            # The same weights split into other heads: not the same function (the shipped
-            # model's loss rises from 0.26 to 0.49 with heads 32 wide), so training must win it back.
+        start_head_dim = head_dim_of(start.config)
+        if start_head_dim != config.unet_head_dim:
+            # The same weights split into other heads: not the same function (the shipped model's
+            # loss on its training pictures rises from 0.19 to 0.42 with heads 32 wide;
+            # benchmarks/head_split.py), so training must win it back.
             log.warning("the attention heads of %s are split anew (%s → %s channels a head): training "
                         "starts from its weights, not from what it computed", init_from,
-                        head_dim_of(start.config) or "legacy", config.unet_head_dim or "legacy")
+                        start_head_dim or "legacy", config.unet_head_dim or "legacy")
         unet.load_state_dict(start.state_dict())
         ema.load_state_dict(start.state_dict())
         trained = read_model_card(init_from).get("training", {})
