@@ -40,3 +40,9 @@ class PermissionDenied(EaselError):
     """The caller may not do this (consent, ownership, style access)."""
 
     exit_code = 3
+
+
+class Interrupted(EaselError):
+    """A run stopped by Ctrl-C or SIGTERM after saving what it needs to resume."""
+
+    exit_code = 130

@@ -1,4 +1,4 @@
-"""The training objectives and batch sampling of the descriptor encoder (no training run)."""
+"""The training objectives and batch sampling of the descriptor encoder, and a run paused and stopped."""
 
 from __future__ import annotations
 
@@ -127,3 +127,37 @@ def test_a_style_head_fitted_on_the_frozen_trunk_learns_the_sets_and_leaves_copy
     assert style_retrieval(after.style.numpy(), sets)["style_mAP@10"] > 0.95
     assert style_retrieval(after.style.numpy(), sets)["style_mAP@10"] > \
         style_retrieval(before.style.numpy(), sets)["style_mAP@10"]
+
+
+def test_a_run_pauses_without_counting_it_stops_on_ctrl_c_with_its_checkpoint_and_resumes(
+        tmp_path: Path) -> None:
+    """`easel audit train`: Ctrl-Z (SIGTSTP) pauses the run and the pause is not training time;
+    Ctrl-C saves the checkpoint and ends the run with `Interrupted` (exit 130), writing no model;
+    the same call again goes on from the saved step."""
+    import time
+
+    import pytest
+
+    from easel.audit.training import TrainConfig, train
+    from easel.errors import Interrupted
+    from tests.evaluation.conftest import write_synthetic_corpus
+    from tests.signalling import signaller
+
+    manifest = write_synthetic_corpus(tmp_path / "corpus")
+    checkpoints, out = tmp_path / "ck", tmp_path / "encoder"
+    config = TrainConfig(manifest=str(manifest), batch_size=8, max_steps=100_000, minutes=1.0,
+                         checkpoint_every=2, image_size=32, memory=0)
+    waker = signaller(checkpoints / "latest.pt", 1.5, then="INT")
+    started = time.monotonic()
+    with pytest.raises(Interrupted, match="stopped at step"):
+        train(config, checkpoints, out, progress=False)
+    wall = time.monotonic() - started
+    assert waker.wait(timeout=10) == 0
+    assert not out.exists()
+    saved = torch.load(checkpoints / "latest.pt", weights_only=False)
+    assert saved["step"] >= 2
+    assert 0 < saved["elapsed"] <= wall - 1.4, (saved["elapsed"], wall)  # the pause is left out
+    config.max_steps = saved["step"] + 2
+    train(config, checkpoints, out, progress=False)
+    assert torch.load(checkpoints / "latest.pt", weights_only=False)["step"] == saved["step"] + 2
+    assert (out / "training.json").exists()

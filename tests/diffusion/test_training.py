@@ -185,18 +185,16 @@ def test_a_run_paused_by_sigtstp_leaves_the_pause_out_of_its_time(tmp_path: Path
     """Ctrl-Z or `kill -TSTP` pauses a training run until SIGCONT; neither the run's seconds nor
     its --minutes budget count the pause. Another process pauses this one once training has
     written its first checkpoint, and continues it 1.5 s later."""
-    import os
-    import subprocess
     import time
 
     import easel.diffusion.training as training
     from easel.diffusion import tiny
+    from tests.signalling import signaller
 
     monkeypatch.setattr(training, "unet_config", lambda *_a, **_k: tiny.tiny_unet().config)
     enc = encode_training_set(tiny_set(), tiny_vae(), tmp_path, progress=False)
     ckpt = tmp_path / "paused.pt"
-    waker = subprocess.Popen(["sh", "-c", f"while [ ! -e {ckpt} ]; do sleep 0.05; done; "
-                              f"kill -TSTP {os.getpid()}; sleep 1.5; kill -CONT {os.getpid()}"])
+    waker = signaller(ckpt, 1.5)
     config = TrainConfig(batch_size=4, warmup_steps=1, checkpoint_minutes=0.01)
     started = time.monotonic()
     state = train_denoiser(enc, ckpt, config, minutes=3 / 60, progress=False)
@@ -751,7 +749,7 @@ def test_atomic_save_from_two_processes_at_once(tmp_path: Path) -> None:
     target, go = tmp_path / "prompts.pt", tmp_path / "go"
     script = (
         "import sys, time, torch\nfrom pathlib import Path\n"
-        "from easel.diffusion.training import atomic_save\n"
+        "from easel.runs import atomic_save\n"
         "x = {'x': torch.full((200_000,), float(sys.argv[2]))}; print('ready', flush=True)\n"
         "while not Path(sys.argv[3]).exists(): time.sleep(0.01)\n"
         "for i in range(100): atomic_save(x, Path(sys.argv[1]))\n"

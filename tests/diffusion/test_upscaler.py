@@ -189,3 +189,51 @@ def test_cli_upscale_publishes_through_the_provenance_door(easel_home: Path, tmp
     generation = credentials.generation
     assert generation is not None and generation["mode"] == "upscale"
     assert generation["model_sha256"] == weights_digest(tmp_path / "up", tmp_path / "c")
+
+
+def _with_size(manifest: Path, root: Path, size: int) -> Path:
+    """The synthetic corpus of ``manifest`` drawn again at ``size`` px, as a second build."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(manifest)
+    rows = table.to_pylist()
+    for row in rows:
+        picture = Image.open(manifest.parent / row["png_path"]).resize((size, size), Image.Resampling.LANCZOS)
+        (root / row["png_path"]).parent.mkdir(parents=True, exist_ok=True)
+        picture.save(root / row["png_path"])
+        row["width"] = row["height"] = size
+    out = root / "manifest.parquet"
+    pq.write_table(table.from_pylist(rows, schema=table.schema), out)
+    return out
+
+
+def test_training_pauses_without_counting_it_stops_on_ctrl_c_with_its_checkpoint_and_resumes(
+        tmp_path: Path) -> None:
+    """`easel upscaler train`: a Ctrl-Z pause spends none of --minutes; Ctrl-C saves the
+    checkpoint and ends with `Interrupted`, writing no model; the same call goes on from it."""
+    import time
+
+    from easel.diffusion.upscaler import TrainConfig, train_upscaler
+    from easel.errors import Interrupted
+    from tests.evaluation.conftest import write_synthetic_corpus
+    from tests.signalling import signaller
+
+    low = write_synthetic_corpus(tmp_path / "64px")
+    high = _with_size(low, tmp_path / "256px", 256)
+    checkpoints, out = tmp_path / "ck", tmp_path / "upscaler"
+    config = TrainConfig(batch_size=4, channels=4, num_blocks=1, warmup_steps=2, checkpoint_every_s=0.0)
+    waker = signaller(checkpoints / "upscaler-ckpt.pt", 1.5, then="INT")
+    started = time.monotonic()
+    with pytest.raises(Interrupted, match="stopped after"):
+        train_upscaler(low.parent, high.parent, out, minutes=1.0, checkpoint_dir=checkpoints,
+                       progress=False, config=config)
+    wall = time.monotonic() - started
+    assert waker.wait(timeout=10) == 0
+    assert not out.exists()
+    saved = torch.load(checkpoints / "upscaler-ckpt.pt", weights_only=False)
+    assert saved["step"] >= 1
+    assert 0 < saved["elapsed"] <= wall - 1.4, (saved["elapsed"], wall)  # the pause is left out
+    result = train_upscaler(low.parent, high.parent, out, minutes=(saved["elapsed"] + 0.5) / 60,
+                            checkpoint_dir=checkpoints, progress=False, config=config)
+    assert result.steps > saved["step"]
+    assert (out / "training.json").exists()

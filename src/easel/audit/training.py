@@ -37,6 +37,8 @@ from torch.nn import functional as F
 
 from easel.audit.augment import mild_view, text_bank, train_view
 from easel.audit.encoder import DescriptorEncoder
+from easel.errors import Interrupted
+from easel.runs import RunSignals, atomic_save, stop_on_signal
 
 log = logging.getLogger(__name__)
 
@@ -274,13 +276,12 @@ def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None
     sampler = BatchSampler(data.labels, data.captions, config.partner_fraction)
     history: list[dict[str, float]] = []
     start = time.monotonic()
+    signals = RunSignals()
 
     def elapsed() -> float:
-        return elapsed_before + time.monotonic() - start
+        return elapsed_before + time.monotonic() - start - signals.paused
 
     def save() -> None:
-        from easel.diffusion.training import atomic_save
-
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "generator": generator.get_state(), "step": step, "elapsed": elapsed(),
                      "config": asdict(config)}, ckpt)
@@ -299,44 +300,48 @@ def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None
 
     bar = tqdm(total=config.max_steps, initial=step, desc="descriptors", unit="step", disable=not progress)
     n = config.batch_size
-    while step < config.max_steps and elapsed() < config.minutes * 60:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        idx = sampler(n, generator)
-        x = pixels[idx].permute(0, 3, 1, 2).float().div_(255.0)
-        views = torch.cat([train_view(x, texts, generator), mild_view(x, generator)])
-        out = model(views)
-        strong, mild = out.copy[:n], out.copy[n:]
-        loss_copy = info_nce(strong, mild, idx, copy_bank, copy_ids, COPY_TEMPERATURE)
-        loss_koleo = koleo(mild, idx)
-        set_labels = labels[idx]
-        loss_style = sup_con_bank(out.style[n:], set_labels, style_bank, style_labels, STYLE_TEMPERATURE)
-        t = text[idx]
-        loss_content = 0.5 * (clip_loss(out.content[:n], t, CONTENT_TEMPERATURE)
-                              + clip_loss(out.content[n:], t, CONTENT_TEMPERATURE))
-        loss = (loss_copy + config.koleo_weight * loss_koleo + config.style_weight * loss_style
-                + config.content_weight * loss_content)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if config.memory:
-            copy_bank = torch.cat([mild.detach(), copy_bank])[:config.memory]
-            copy_ids = torch.cat([idx, copy_ids])[:config.memory]
-            style_bank = torch.cat([out.style[n:].detach(), style_bank])[:config.memory]
-            style_labels = torch.cat([set_labels, style_labels])[:config.memory]
-        step += 1
-        record = {"step": step, "loss": loss.item(), "copy": loss_copy.item(), "koleo": loss_koleo.item(),
-                  "style": loss_style.item(), "content": loss_content.item(), "lr": lr_at(step - 1)}
-        history.append(record)
-        bar.update(1)
-        bar.set_postfix(copy=f"{record['copy']:.3f}", style=f"{record['style']:.3f}",
-                        content=f"{record['content']:.3f}")
-        if step % config.checkpoint_every == 0:
-            save()
-            flush()
+    with stop_on_signal(signals):
+        while step < config.max_steps and elapsed() < config.minutes * 60 and not signals.stop:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            idx = sampler(n, generator)
+            x = pixels[idx].permute(0, 3, 1, 2).float().div_(255.0)
+            views = torch.cat([train_view(x, texts, generator), mild_view(x, generator)])
+            out = model(views)
+            strong, mild = out.copy[:n], out.copy[n:]
+            loss_copy = info_nce(strong, mild, idx, copy_bank, copy_ids, COPY_TEMPERATURE)
+            loss_koleo = koleo(mild, idx)
+            set_labels = labels[idx]
+            loss_style = sup_con_bank(out.style[n:], set_labels, style_bank, style_labels, STYLE_TEMPERATURE)
+            t = text[idx]
+            loss_content = 0.5 * (clip_loss(out.content[:n], t, CONTENT_TEMPERATURE)
+                                  + clip_loss(out.content[n:], t, CONTENT_TEMPERATURE))
+            loss = (loss_copy + config.koleo_weight * loss_koleo + config.style_weight * loss_style
+                    + config.content_weight * loss_content)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if config.memory:
+                copy_bank = torch.cat([mild.detach(), copy_bank])[:config.memory]
+                copy_ids = torch.cat([idx, copy_ids])[:config.memory]
+                style_bank = torch.cat([out.style[n:].detach(), style_bank])[:config.memory]
+                style_labels = torch.cat([set_labels, style_labels])[:config.memory]
+            step += 1
+            record = {"step": step, "loss": loss.item(), "copy": loss_copy.item(), "koleo": loss_koleo.item(),
+                      "style": loss_style.item(), "content": loss_content.item(), "lr": lr_at(step - 1)}
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(copy=f"{record['copy']:.3f}", style=f"{record['style']:.3f}",
+                            content=f"{record['content']:.3f}")
+            if step % config.checkpoint_every == 0:
+                save()
+                flush()
     bar.close()
     save()
     flush()
+    if signals.stop:
+        raise Interrupted(f"stopped at step {step} of {config.max_steps}; the checkpoint {ckpt} is saved",
+                          hint="run the same command again to go on from it")
     model.eval()
     style_losses: list[float] = []
     if config.style_head_steps:

@@ -203,6 +203,8 @@ def audit_train(
     """Train the descriptor encoder (copy, style, content heads) with resumable checkpoints.
 
     Like every trainer, refuses to start if any manifest item is not allowed for train_base now.
+    Ctrl-Z pauses it (not counted against --minutes); Ctrl-C saves the checkpoint and stops; the
+    same command goes on from it.
     """
     import torch
 

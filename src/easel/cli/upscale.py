@@ -142,7 +142,8 @@ def train_upscaler_cmd(
 
     Uses the train split of every set the base model may use (Streamline is held out),
     degrades the inputs like generated images, checkpoints as it goes (resumable), and at the
-    end prints PSNR on val icons beside bicubic and Lanczos.
+    end prints PSNR on val icons beside bicubic and Lanczos. Ctrl-Z pauses it (the pause does
+    not count against --minutes); Ctrl-C saves the checkpoint and stops; the same command goes on.
     """
     from easel.diffusion.upscaler import TrainConfig, train_upscaler
 

@@ -2,7 +2,8 @@
 
 Both loops run on CUDA when present and on the CPU otherwise, show a progress bar, save a
 checkpoint every few minutes *outside* the output directory (atomically: write, then
-rename), resume from it, and stop cleanly on Ctrl-C / SIGTERM after saving.
+rename), resume from it, stop cleanly on Ctrl-C / SIGTERM after saving, and leave a Ctrl-Z
+pause out of their training time (``easel.runs``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +48,7 @@ from easel.diffusion.text_encoder import (
     style_vectors,
     with_style_vectors,
 )
+from easel.runs import atomic_save, stop_on_signal
 
 log = logging.getLogger(__name__)
 
@@ -58,69 +57,6 @@ def pick_device(device: str | None = None) -> torch.device:
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@dataclass
-class RunSignals:
-    """What signals have told a training loop: to stop (SIGINT, SIGTERM), and for how long it
-    was paused (SIGTSTP until SIGCONT)."""
-
-    stop: bool = False
-    paused: float = 0.0
-
-
-@contextmanager
-def stop_on_signal() -> Iterator[RunSignals]:
-    """Turn SIGINT/SIGTERM into a flag the loop polls, so it can save and exit cleanly.
-
-    SIGTSTP (Ctrl-Z, or ``kill -TSTP PID``) pauses the run until SIGCONT (``fg``, ``kill -CONT
-    PID``) and counts how long, so a run paused to free the cores for other work does not count
-    the pause as training time or spend its ``--minutes`` on it. (``kill -STOP`` cannot be seen
-    by the process: that pause is counted.)
-    """
-    signals = RunSignals()
-
-    def stop(signum: int, _frame: Any) -> None:
-        log.warning("signal %d: saving a checkpoint and stopping", signum)
-        signals.stop = True
-
-    def pause(_signum: int, _frame: Any) -> None:
-        log.warning("paused: SIGCONT (fg, kill -CONT %d) resumes; the pause is not counted as training",
-                    os.getpid())
-        t0 = time.monotonic()
-        os.kill(os.getpid(), signal.SIGSTOP)  # returns once continued
-        paused = time.monotonic() - t0
-        signals.paused += paused
-        log.warning("resumed after %.0f s paused", paused)
-
-    handlers = {signal.SIGINT: stop, signal.SIGTERM: stop, signal.SIGTSTP: pause}
-    old = {s: signal.getsignal(s) for s in handlers}
-    try:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-    except ValueError:  # not the main thread
-        pass
-    try:
-        yield signals
-    finally:
-        for s, before in old.items():
-            with suppress(ValueError):
-                signal.signal(s, before)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """Write ``obj`` to ``path`` so that a reader sees the old file or the new, never half of one.
-
-    The temporary file is named per process, so two runs that share a cache folder (two arms
-    trained side by side both write the prompt cache) cannot rename each other's file away.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------

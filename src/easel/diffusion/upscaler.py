@@ -35,8 +35,9 @@ from diffusers.configuration_utils import register_to_config
 from PIL import Image, ImageFilter
 from torch import nn
 
-from easel.errors import BadInput, NotFound
+from easel.errors import BadInput, Interrupted, NotFound
 from easel.images import rgb_on_white
+from easel.runs import atomic_save, stop_on_signal
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +491,8 @@ def train_upscaler(manifest_dir_64: Path, manifest_dir_256: Path, out_dir: Path,
     64 px renders degraded by ``Degradation`` as inputs, the 256 px renders as targets, random
     aligned crops of ``patch`` px. Adam, L1 (+ ``edge_weight`` × edge L1), warm-up then cosine
     decay over the time budget. ``minutes`` counts training time across resumes: a checkpoint
-    in ``checkpoint_dir`` (written every ``checkpoint_every_s`` and on Ctrl-C) is picked up when
+    in ``checkpoint_dir`` (written every ``checkpoint_every_s`` and on Ctrl-C or SIGTERM, which then
+    end the run with ``Interrupted``; a Ctrl-Z pause is not counted) is picked up when
     ``resume``. At the end, PSNR on the val split (ours, bicubic, Lanczos) goes into
     ``out_dir/training.json`` beside the weights.
     """
@@ -532,8 +534,6 @@ def train_upscaler(manifest_dir_64: Path, manifest_dir_256: Path, out_dir: Path,
     def save_checkpoint() -> None:
         if ckpt_path is None:
             return
-        from easel.diffusion.training import atomic_save
-
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "samples": samples, "elapsed": elapsed, "rng": rng.getstate(),
                      "model_config": dict(model.config), "train_config": asdict(cfg)}, ckpt_path)
@@ -547,9 +547,9 @@ def train_upscaler(manifest_dir_64: Path, manifest_dir_256: Path, out_dir: Path,
                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s [{elapsed}<{remaining}{postfix}]")
     last_ckpt = time.perf_counter()
     running = None
-    try:
-        while elapsed < budget:
-            t0 = time.perf_counter()
+    with stop_on_signal() as signals:
+        while elapsed < budget and not signals.stop:
+            t0, p0 = time.perf_counter(), signals.paused
             if len(order) < cfg.batch_size:
                 fresh = list(range(len(train)))
                 rng.shuffle(fresh)
@@ -564,7 +564,7 @@ def train_upscaler(manifest_dir_64: Path, manifest_dir_256: Path, out_dir: Path,
             optimizer.step()
             step += 1
             samples += len(indices)
-            dt = time.perf_counter() - t0
+            dt = time.perf_counter() - t0 - (signals.paused - p0)  # a Ctrl-Z pause is not training
             elapsed += dt
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             bar.update(min(dt, max(0.0, budget - bar.n)))
@@ -573,12 +573,13 @@ def train_upscaler(manifest_dir_64: Path, manifest_dir_256: Path, out_dir: Path,
             if time.perf_counter() - last_ckpt > cfg.checkpoint_every_s:
                 save_checkpoint()
                 last_ckpt = time.perf_counter()
-    except KeyboardInterrupt:
-        save_checkpoint()
-        bar.close()
-        raise
     bar.close()
     save_checkpoint()
+    if signals.stop:
+        saved = f"the checkpoint {ckpt_path} is saved" if ckpt_path else "no checkpoint folder was given"
+        raise Interrupted(f"stopped after {elapsed / 60:.1f} of {cfg.minutes:g} minutes (step {step}); "
+                          f"{saved}",
+                          hint="run the same command again to go on from the checkpoint")
 
     scores = evaluate_upscaler(model, val, seed=cfg.seed)
     scores.split = "val"
