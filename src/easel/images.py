@@ -28,3 +28,18 @@ def rgb_on_white(image: Image.Image) -> Image.Image:
     canvas = Image.new("RGB", rgba.size, (255, 255, 255))
     canvas.paste(rgba, mask=rgba.getchannel("A"))
     return canvas
+
+
+def square_on_white(image: Image.Image, size: int) -> Image.Image:
+    """``rgb_on_white``, centred on a white square if it is not one (never stretched), then
+    resized to ``size``² with Lanczos if it is another size."""
+    image = rgb_on_white(image)
+    width, height = image.size
+    if width != height:
+        side = max(width, height)
+        canvas = Image.new("RGB", (side, side), (255, 255, 255))
+        canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+        image = canvas
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    return image

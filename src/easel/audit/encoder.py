@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from easel.images import rgb_on_white
+from easel.images import rgb_on_white, square_on_white
 
 COPY_KIND = "easel-copy-v3"
 """``WorkDescriptor.kind`` of copy descriptors made by the shipped encoder: one row per work
@@ -149,16 +149,7 @@ class DescriptorEncoder(ModelMixin, ConfigMixin):
 def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
     """The picture as the encoder sees it: composited on white, padded to a square with white,
     resized to ``size``² (Lanczos); uint8 ``[size x size x 3]``."""
-    image = rgb_on_white(image)
-    w, h = image.size
-    if w != h:
-        side = max(w, h)
-        square = Image.new("RGB", (side, side), (255, 255, 255))
-        square.paste(image, ((side - w) // 2, (side - h) // 2))
-        image = square
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(square_on_white(image, size), dtype=np.uint8)
 
 
 def to_tensor(arrays: np.ndarray) -> torch.Tensor:

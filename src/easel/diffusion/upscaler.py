@@ -36,7 +36,7 @@ from PIL import Image, ImageFilter
 from torch import nn
 
 from easel.errors import BadInput, Interrupted, NotFound
-from easel.images import rgb_on_white
+from easel.images import square_on_white
 from easel.runs import atomic_save, stop_on_signal
 
 log = logging.getLogger(__name__)
@@ -135,16 +135,7 @@ def prepare_input(image: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
     (never stretched); a picture of another size is resized to ``size`` px with Lanczos
     (so a larger picture loses detail: the network only ever sees 64 px).
     """
-    image = rgb_on_white(image)
-    width, height = image.size
-    if width != height:
-        side = max(width, height)
-        canvas = Image.new("RGB", (side, side), (255, 255, 255))
-        canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-        image = canvas
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
-    return image
+    return square_on_white(image, size)
 
 
 def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
