@@ -40,7 +40,7 @@ from easel.diffusion.configs import (
 )
 from easel.diffusion.data import TrainingSet, to_unit
 from easel.diffusion.growth import add_self_condition, add_style_input, attend_at_16, deepen_unet
-from easel.diffusion.pipeline import latent_velocity_loss
+from easel.diffusion.pipeline import EaselPipeline, latent_velocity_loss
 from easel.diffusion.text_encoder import (
     EMBED_DIM,
     PromptEmbeddings,
@@ -48,6 +48,7 @@ from easel.diffusion.text_encoder import (
     style_vectors,
     with_style_vectors,
 )
+from easel.diffusion.upscaler import EaselUpscaler
 from easel.runs import atomic_save, stop_on_signal
 
 log = logging.getLogger(__name__)
@@ -561,12 +562,11 @@ def save_model_dir(out_dir: Path, unet: UNet2DConditionModel, vae: AutoencoderKL
     """
     import shutil
 
-    from easel.diffusion.pipeline import EaselPipeline
-
+    # EaselPipeline and EaselUpscaler are imported with this module, not here: a run of hours
+    # must not meet, at its last step, code changed on disk since it started (session 26 lost a
+    # finished run's export so; its checkpoint let the same command write it again).
     upscaler = None
     if upscaler_dir is not None and (upscaler_dir / "config.json").exists():
-        from easel.diffusion.upscaler import EaselUpscaler
-
         upscaler = EaselUpscaler.from_pretrained(str(upscaler_dir))
     pipe = EaselPipeline(unet=unet, vae=vae, scheduler=new_scheduler(), upscaler=upscaler)
 
