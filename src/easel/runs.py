@@ -30,6 +30,11 @@ class RunSignals:
     stop: bool = False
     paused: float = 0.0
 
+    def clock(self) -> float:
+        """Monotonic seconds less the pauses so far: the difference of two readings is training
+        time, whatever pause fell between them."""
+        return time.monotonic() - self.paused
+
 
 @contextmanager
 def stop_on_signal(signals: RunSignals | None = None) -> Iterator[RunSignals]:

@@ -279,7 +279,7 @@ def train(config: TrainConfig, checkpoint_dir: Path, out_dir: Path | None = None
     signals = RunSignals()
 
     def elapsed() -> float:
-        return elapsed_before + time.monotonic() - start - signals.paused
+        return elapsed_before + signals.clock() - start
 
     def save() -> None:
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -134,7 +134,7 @@ def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
         vae.encoder.eval()
     with stop_on_signal() as signals:
         while seconds < budget and not signals.stop and (max_steps is None or step < max_steps):
-            t0, p0 = time.monotonic(), signals.paused
+            t0 = signals.clock()
             if config.decay:
                 lr = config.learning_rate * min(1.0, (step + 1) / 50) * max(0.0, 1.0 - seconds / budget)
                 for group in opt.param_groups:
@@ -150,7 +150,7 @@ def train_autoencoder(data: TrainingSet, val_images: torch.Tensor, ckpt: Path,
             loss.backward()
             opt.step()
             step += 1
-            seconds += time.monotonic() - t0 - (signals.paused - p0)
+            seconds += signals.clock() - t0
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if time.monotonic() - last_save > 120:
@@ -508,9 +508,9 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
     window: list[float] = []
     unet.train()
     with stop_on_signal() as signals:
-        while (time.monotonic() - started - signals.paused < budget and not signals.stop
+        while (signals.clock() - started < budget and not signals.stop
                and (max_steps is None or step < max_steps)):
-            t0, c0, p0 = time.monotonic(), time.process_time(), signals.paused
+            t0, c0 = signals.clock(), time.process_time()
             if weights is None:
                 idx = torch.randint(0, n_items, (config.batch_size,), generator=gen)
             else:
@@ -531,7 +531,7 @@ def train_denoiser(enc: EncodedSet, ckpt: Path, config: TrainConfig, minutes: fl
             optimizer_step(unet, ema, opt, loss, min(config.ema_decay, (1 + step) / (10 + step)))
             step += 1
             samples += config.batch_size
-            seconds += time.monotonic() - t0 - (signals.paused - p0)
+            seconds += signals.clock() - t0
             cpu_seconds += time.process_time() - c0
             window.append(loss.item())
             if len(window) == LOSS_WINDOW:

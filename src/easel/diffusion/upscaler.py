@@ -540,7 +540,7 @@ def train_upscaler(manifest_dir_64: Path, manifest_dir_256: Path, out_dir: Path,
     running = None
     with stop_on_signal() as signals:
         while elapsed < budget and not signals.stop:
-            t0, p0 = time.perf_counter(), signals.paused
+            t0 = signals.clock()
             if len(order) < cfg.batch_size:
                 fresh = list(range(len(train)))
                 rng.shuffle(fresh)
@@ -555,7 +555,7 @@ def train_upscaler(manifest_dir_64: Path, manifest_dir_256: Path, out_dir: Path,
             optimizer.step()
             step += 1
             samples += len(indices)
-            dt = time.perf_counter() - t0 - (signals.paused - p0)  # a Ctrl-Z pause is not training
+            dt = signals.clock() - t0  # a Ctrl-Z pause is not training
             elapsed += dt
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             bar.update(min(dt, max(0.0, budget - bar.n)))
