@@ -702,13 +702,14 @@ def test_training_with_set_balance_draws_the_small_set_more(tmp_path: Path, monk
     assert abs(shares[0.0] - 1 / 3) < 0.08 and abs(shares[1.0] - 0.5) < 0.08, shares
 
 
-def test_train_base_refuses_a_bad_set_balance_style_dropout_learning_rate_or_width(tmp_path: Path) -> None:
+def test_train_base_refuses_bad_set_balance_style_dropout_learning_rate_ema_or_width(tmp_path: Path) -> None:
     from tests.conftest import run_cli
 
     env = {"EASEL_HOME": str(tmp_path / "home")}
     cases = [("--set-balance", v, "--set-balance must be between 0 and 1") for v in ("-0.1", "1.5", "nan")]
     cases += [("--style-dropout", v, "--style-dropout must be between 0 and 0.9") for v in ("-0.1", "0.95")]
     cases += [("--learning-rate", v, "--learning-rate must be above 0") for v in ("0", "-1e-4", "nan", "2")]
+    cases += [("--ema-decay", v, "--ema-decay must be at least 0 and below 1") for v in ("-0.1", "1", "nan")]
     cases += [("--width", v, "--width must be a multiple of 32") for v in ("16", "0", "-64", "48")]
     for option, value, message in cases:
         proc = run_cli("train", "base", "--init-from", str(tmp_path / "model"),

@@ -327,6 +327,10 @@ def base(
     learning_rate: float = typer.Option(4e-4, "--learning-rate", help="Peak learning rate (after "
                                         "the warm-up). A lower one fine-tunes a trained model "
                                         "gently, e.g. a cool-down from --init-from."),
+    ema_decay: float = typer.Option(0.999, "--ema-decay", help="Decay of the weight average that is "
+                                    "exported (each step keeps this share of it). It averages "
+                                    "about 1/(1 - D) steps: scale it with --batch-size to average "
+                                    "over the same pictures (0.996 at batch 128 is 0.999 at 32)."),
     sigma_range: str = typer.Option(None, "--sigma-range", metavar="LO,HI", help="Train on the "
                                     "noise levels in [LO, HI] only (1 = pure noise, 0 = the "
                                     "picture). LO,1 with --init-from MODEL trains a high-noise "
@@ -361,6 +365,9 @@ def base(
     if not 0.0 < learning_rate <= 0.1:  # also refuses nan
         raise BadInput(f"--learning-rate must be above 0 and at most 0.1, got {learning_rate}",
                        hint="the default is 4e-4; 1e-4 fine-tunes a trained model gently")
+    if not 0.0 <= ema_decay < 1.0:  # also refuses nan
+        raise BadInput(f"--ema-decay must be at least 0 and below 1, got {ema_decay}",
+                       hint="0.999 averages about the last 1,000 steps; 0 exports the raw weights")
     if width < 32 or width % 32:  # the UNet's group norms have 32 groups
         raise BadInput(f"--width must be a multiple of 32, got {width}",
                        hint="the default is 64; 96 or 128 make a bigger model")
@@ -398,7 +405,7 @@ def base(
                          self_condition=self_condition, style_input=style_input, mirror=mirror,
                          set_balance=set_balance,
                          style_dropout=style_dropout, learning_rate=learning_rate,
-                         sigma_range=sigmas)
+                         ema_decay=ema_decay, sigma_range=sigmas)
     data = load_training_set(path, ("train",), tuple(config.held_out_sets))
     vae_model = AutoencoderKL.from_pretrained(str(vae) if vae else str(init_from / "vae"))
     ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
