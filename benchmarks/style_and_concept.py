@@ -30,7 +30,7 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="a report of `easel eval model --draws N --json`")
-    parser.add_argument("--top", type=int, default=5, help="a concept is named when its rank is below this")
+    parser.add_argument("--top", type=int, default=5, help="a concept is named when its rank is at most this")
     args = parser.parse_args()
 
     from easel.evaluation.compare import concept_in_top, sign_test_p, style_right
@@ -83,9 +83,9 @@ def main() -> None:
     in_asked = sum(where(i)[0] == i["set_id"] for i in wrong)
     in_read = sum(where(i)[0] == i["style_predicted"] for i in wrong)
     read_version = sum(where(i) == (i["style_predicted"], i["concept"]) for i in wrong)
-    asked_version = sum(where(i) == (i["set_id"], i["concept"]) for i in wrong)
+    own_icon = sum(i["nearest_item"] == i["item_id"] for i in wrong)
     print(f"pictures in another style than asked: {len(wrong)}; nearest training icon in the asked set "
-          f"{in_asked} (the prompt's own icon {asked_version}), in the set the judge read {in_read} "
+          f"{in_asked} (the prompt's own icon {own_icon}), in the set the judge read {in_read} "
           f"(that set's icon of the same concept {read_version})")
 
 
