@@ -719,6 +719,34 @@ def test_train_base_refuses_bad_set_balance_style_dropout_learning_rate_ema_or_w
     assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "easel.db").exists()
 
 
+def test_the_weight_average_follows_the_configured_ema_decay(tmp_path: Path, monkeypatch) -> None:
+    """Each update moves the average by ``1 - decay`` towards the weights, and the trainer uses
+    ``TrainConfig.ema_decay`` (what `easel train base --ema-decay` sets): at 0 the average is the
+    weights themselves, at 0.999 it lags behind them."""
+    import copy
+
+    import easel.diffusion.training as training
+    from easel.diffusion import tiny
+    from easel.diffusion.training import optimizer_step
+
+    net = torch.nn.Linear(2, 1)
+    avg = copy.deepcopy(net)
+    before = avg.weight.detach().clone()
+    optimizer_step(net, avg, torch.optim.SGD(net.parameters(), lr=0.5), net(torch.ones(1, 2)).sum(), 0.75)
+    assert not torch.equal(net.weight, before)
+    assert torch.allclose(avg.weight, before + 0.25 * (net.weight - before))
+
+    monkeypatch.setattr(training, "unet_config", lambda *_a, **_k: tiny.tiny_unet().config)
+    enc = encode_training_set(tiny_set(), tiny_vae(), tmp_path, progress=False)
+    for decay, same in ((0.0, True), (0.999, False)):
+        config = TrainConfig(batch_size=4, warmup_steps=1, learning_rate=2e-3, checkpoint_minutes=100,
+                             ema_decay=decay)
+        state = train_denoiser(enc, tmp_path / f"ema-{decay}.pt", config, max_steps=30, progress=False)
+        assert state.config is not None and state.config.ema_decay == decay
+        assert all(torch.equal(a, w) for a, w in zip(state.ema.parameters(), state.unet.parameters(),
+                                                      strict=True)) == same, decay
+
+
 def test_style_dropout_sets_the_share_of_caption_only_prompts(tmp_path: Path) -> None:
     """The batch's prompts are the full prompt, the caption alone (style dropout) or "" (condition
     dropout), in the configured shares."""
