@@ -21,6 +21,10 @@ the mean error of the best other style minus the asked style's, over all levels.
     EASEL_HOME=<plain 64 px build> OMP_NUM_THREADS=1 python -m benchmarks.self_selection \\
         --candidates 4 [--model DIR] [--seed 1000] [--cache F.pt] [--json F]
 
+``--real`` reads the real icons of the seen prompts instead, through the model's autoencoder,
+and prints how often the denoiser names their style (overall and at each level): how well it
+tells the styles apart where no sampling is involved. No judge runs then.
+
 Slow (N times an evaluation plus the classifier's passes): not a test.
 """
 
@@ -42,6 +46,8 @@ def main() -> None:
     parser.add_argument("--levels", default="0.2,0.35,0.5,0.65,0.8",
                         help="noise levels σ at which each candidate is denoised under every style")
     parser.add_argument("--noise-draws", type=int, default=2, help="noises per level")
+    parser.add_argument("--real", action="store_true",
+                        help="read the seen prompts' real icons instead of sampling candidates")
     parser.add_argument("--batch", type=int, default=96, help="UNet batch for the classifier's passes")
     parser.add_argument("--cache", type=Path, default=None,
                         help="a .pt of the candidates' pictures and errors: read if it exists, else "
@@ -135,6 +141,10 @@ def main() -> None:
             sample(prompts, seeds)
             return [images[(p, s)][j] for p, s in zip(prompts, seeds, strict=True)]
         return generate
+
+    if args.real:
+        real_icons(args, pipe, style_errors, tags, levels)
+        return
 
     if args.cache and args.cache.exists():
         import numpy as np
@@ -236,6 +246,33 @@ def main() -> None:
               f"near-copies {row['near_copies']:.3f}")
     if json_path:
         json_path.write_text(json.dumps(summary, indent=1, default=str))
+
+
+def real_icons(args: argparse.Namespace, pipe: Any, style_errors: Any, tags: list[str],
+               levels: list[float]) -> None:
+    """How often the denoiser names the style of the real icons of ``args``' seen prompts."""
+    import torch
+
+    from easel.evaluation.data import select_prompts
+
+    corpus = eval_corpus()
+    rows = [r for r in select_prompts(corpus, split=args.split, n=args.n, seed=args.seed) if r.seen]
+    where = {r["item_id"]: i for i, r in enumerate(corpus.rows)}
+    pixels = torch.from_numpy(corpus.images()[[where[r.item_id] for r in rows]])
+    with torch.no_grad():
+        x = pixels.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        lat = pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor
+    err = style_errors(lat, [r.caption for r in rows], [r.seed for r in rows])[:, :len(tags)]
+    asked = torch.tensor([tags.index(r.style_tag) for r in rows])
+
+    def accuracy(lv: list[int]) -> float:
+        return round(float((err[:, :, lv].mean(dim=(2, 3)).argmin(dim=1) == asked).float().mean()), 4)
+
+    out = {"prompts": len(rows), "all_levels": accuracy(list(range(len(levels)))),
+           "by_level": {str(s): accuracy([i]) for i, s in enumerate(levels)}}
+    print(f"the denoiser names the style of {len(rows)} seen prompts' real icons: {out}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
