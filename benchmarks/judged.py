@@ -23,6 +23,21 @@ def add_prompt_options(parser: argparse.ArgumentParser, model: bool = True) -> N
     parser.add_argument("--json", type=Path, default=None)
 
 
+def add_candidate_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks that sample several candidates per prompt and choose one:
+    ``--candidates``, ``--steps``, ``--guidance`` (checked by :func:`check_candidate_options`)."""
+    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=6.0)
+
+
+def check_candidate_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.candidates < 2:
+        parser.error("--candidates must be at least 2")
+    if args.draws != 1:
+        parser.error("--draws does not apply: the candidates are the draws (--candidates)")
+
+
 def eval_corpus() -> Any:
     """The 64 px evaluation corpus of ``EASEL_HOME``."""
     from easel.config import get_settings
@@ -50,3 +65,31 @@ def score(generate: Callable[[list[str], list[int]], Sequence[Any]], args: argpa
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     return report
+
+
+def sample_guided(pipe: Any, prompts: list[str], seeds: list[int], steps: int, guidance: float,
+                  after_step: Callable[[int, float, Any], None] | None = None) -> Any:
+    """The finished latents of the pipeline's text-to-image sampler (Euler, classifier-free
+    guidance ``guidance``, ``steps`` steps) on ``prompts``, one start noise per seed, as
+    ``EaselPipeline`` draws it; ``after_step(i, sigma, latents)`` sees the latents after step
+    ``i``, at noise level ``sigma``."""
+    import torch
+
+    from easel.diffusion.text_encoder import PromptEmbeddings
+
+    unet, n = pipe.unet, len(prompts)
+    both = PromptEmbeddings.cat([pipe.encode_prompts([""]).index([0] * n), pipe.encode_prompts(prompts)])
+    c, r = unet.config.out_channels, unet.config.sample_size
+    lat = torch.stack([torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s))
+                       for s in seeds])
+    sch = pipe.scheduler
+    sch.set_timesteps(steps)
+    sch.set_begin_index(0)
+    with torch.no_grad():
+        for i, t in enumerate(sch.timesteps):
+            vu, vc = unet(torch.cat([lat] * 2), t.expand(2 * n), encoder_hidden_states=both.tokens,
+                          encoder_attention_mask=both.mask, class_labels=both.pooled).sample.chunk(2)
+            lat = sch.step(vu + guidance * (vc - vu), t, lat).prev_sample
+            if after_step is not None:
+                after_step(i, float(sch.sigmas[i + 1]), lat)
+    return lat

@@ -35,14 +35,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.judged import add_prompt_options, eval_corpus, score
+from benchmarks.judged import (
+    add_candidate_options,
+    add_prompt_options,
+    check_candidate_options,
+    eval_corpus,
+    sample_guided,
+    score,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=6.0)
+    add_candidate_options(parser)
     parser.add_argument("--levels", default="0.2,0.35,0.5,0.65,0.8",
                         help="noise levels σ at which each candidate is denoised under every style")
     parser.add_argument("--noise-draws", type=int, default=2, help="noises per level")
@@ -54,10 +59,7 @@ def main() -> None:
                              "written (so selection rules can be scored without resampling)")
     add_prompt_options(parser)
     args = parser.parse_args()
-    if args.candidates < 2:
-        parser.error("--candidates must be at least 2")
-    if args.draws != 1:
-        parser.error("--draws does not apply: the candidates are the draws (--candidates)")
+    check_candidate_options(parser, args)
     levels = [float(x) for x in args.levels.split(",")]
     if not levels or not all(0.0 < x < 1.0 for x in levels):
         parser.error("--levels must be noise levels strictly between 0 and 1, e.g. 0.2,0.5,0.8")
@@ -68,7 +70,6 @@ def main() -> None:
     from easel.corpus.sources import HELD_OUT_SET, SETS_BY_ID
     from easel.diffusion.data import to_pil
     from easel.diffusion.pipeline import load_pipeline
-    from easel.diffusion.text_encoder import PromptEmbeddings
     from easel.evaluation.compare import concept_in_top, style_right
     from easel.evaluation.data import DRAW_SEED_STRIDE
 
@@ -117,19 +118,7 @@ def main() -> None:
             return
         ps = [p for p, _ in todo for _ in range(n_cand)]
         ss = [s + j * DRAW_SEED_STRIDE for _, s in todo for j in range(n_cand)]
-        n = len(ps)
-        cond = pipe.encode_prompts(ps)
-        both = PromptEmbeddings.cat([pipe.encode_prompts([""]).index([0] * n), cond])
-        c, r = unet.config.out_channels, unet.config.sample_size
-        lat = torch.stack([torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s))
-                           for s in ss])
-        sch = pipe.scheduler
-        sch.set_timesteps(args.steps)
-        sch.set_begin_index(0)
-        for t in sch.timesteps:
-            vu, vc = unet(torch.cat([lat] * 2), t.expand(2 * n), encoder_hidden_states=both.tokens,
-                          encoder_attention_mask=both.mask, class_labels=both.pooled).sample.chunk(2)
-            lat = sch.step(vu + args.guidance * (vc - vu), t, lat).prev_sample
+        lat = sample_guided(pipe, ps, ss, args.steps, args.guidance)
         pics = to_pil(pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample.float())
         errs = style_errors(lat, [split_style(p)[0] for p in ps], ss)
         for k, key in enumerate(todo):

@@ -29,24 +29,26 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.judged import add_prompt_options, eval_corpus, score
+from benchmarks.judged import (
+    add_candidate_options,
+    add_prompt_options,
+    check_candidate_options,
+    eval_corpus,
+    sample_guided,
+    score,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classifier", type=Path, required=True, help="a style_classifier/ directory")
-    parser.add_argument("--candidates", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=6.0)
+    add_candidate_options(parser)
     parser.add_argument("--cache", type=Path, default=None,
                         help="an .npz of the candidates' pictures and traces: read if it exists, "
                              "else written (so selection rules can be scored without resampling)")
     add_prompt_options(parser)
     args = parser.parse_args()
-    if args.candidates < 2:
-        parser.error("--candidates must be at least 2")
-    if args.draws != 1:
-        parser.error("--draws does not apply: the candidates are the draws (--candidates)")
+    check_candidate_options(parser, args)
 
     import torch
 
@@ -54,12 +56,10 @@ def main() -> None:
     from easel.diffusion.data import to_pil
     from easel.diffusion.pipeline import load_pipeline
     from easel.diffusion.style_guide import LatentStyleClassifier
-    from easel.diffusion.text_encoder import PromptEmbeddings
     from easel.evaluation.compare import concept_in_top, style_right
     from easel.evaluation.data import DRAW_SEED_STRIDE
 
     pipe = load_pipeline(args.model)
-    unet = pipe.unet
     clf = LatentStyleClassifier.from_pretrained(str(args.classifier)).eval()
     n_cand = args.candidates
     images: dict[tuple[str, int], list[Any]] = {}
@@ -73,24 +73,15 @@ def main() -> None:
         ps = [p for p, _ in todo for _ in range(n_cand)]
         ss = [s + j * DRAW_SEED_STRIDE for _, s in todo for j in range(n_cand)]
         n = len(ps)
-        cond = pipe.encode_prompts(ps)
-        both = PromptEmbeddings.cat([pipe.encode_prompts([""]).index([0] * n), cond])
         labels = clf.labels_for([split_style(p)[1] for p in ps])
-        c, r = unet.config.out_channels, unet.config.sample_size
-        lat = torch.stack([torch.randn((c, r, r), generator=torch.Generator("cpu").manual_seed(s))
-                           for s in ss])
-        sch = pipe.scheduler
-        sch.set_timesteps(args.steps)
-        sch.set_begin_index(0)
         trace = []
-        for i, t in enumerate(sch.timesteps):
-            vu, vc = unet(torch.cat([lat] * 2), t.expand(2 * n), encoder_hidden_states=both.tokens,
-                          encoder_attention_mask=both.mask, class_labels=both.pooled).sample.chunk(2)
-            lat = sch.step(vu + args.guidance * (vc - vu), t, lat).prev_sample
-            sigma = float(sch.sigmas[i + 1])
+
+        def read(i: int, sigma: float, lat: torch.Tensor) -> None:
             lp = clf(lat, torch.full((n,), sigma)).float().log_softmax(dim=1)
             trace.append(lp.gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
                          .masked_fill(labels < 0, 0.0))
+
+        lat = sample_guided(pipe, ps, ss, args.steps, args.guidance, after_step=read)
         pics = to_pil(pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample.float())
         per_step = torch.stack(trace, dim=1)  # [n x steps]
         for k, key in enumerate(todo):
