@@ -82,15 +82,17 @@ def main() -> None:
     errors: dict[tuple[str, int], torch.Tensor] = {}
 
     @torch.no_grad()
-    def style_errors(lat: torch.Tensor, captions: list[str], seeds: list[int]) -> torch.Tensor:
-        """Mean squared velocity error of each latent under each style's prompt and the caption
-        alone, at each level and noise draw: [n x (styles + 1) x levels x draws]."""
+    def style_errors(lat: torch.Tensor, captions: list[str], seeds: list[int],
+                     caption_alone: bool = True) -> torch.Tensor:
+        """Mean squared velocity error of each latent under each style's prompt (and the caption
+        alone, last), at each level and noise draw: [n x (styles [+ 1]) x levels x draws]."""
         n = lat.shape[0]
-        conds = [prompt_for(c, t) for c in captions for t in tags] + [c for c in captions]
+        conds = [prompt_for(c, t) for c in captions for t in tags] + (list(captions) if caption_alone else [])
         emb = pipe.encode_prompts(conds)
-        per_item = len(tags) + 1
+        per_item = len(tags) + int(caption_alone)
         # item i's conditions: its styles, then its caption alone
         rows = [[i * len(tags) + j for j in range(len(tags))] + [n * len(tags) + i] for i in range(n)]
+        flat = [(i, c) for i in range(n) for c in range(per_item)]
         out = torch.zeros(n, per_item, len(levels), args.noise_draws)
         for li, sigma in enumerate(levels):
             for d in range(args.noise_draws):
@@ -98,7 +100,6 @@ def main() -> None:
                     s * 7919 + 104_729 * li + d)) for s in seeds])
                 noisy = (1.0 - sigma) * lat + sigma * eps
                 target = eps - lat
-                flat = [(i, c) for i in range(n) for c in range(per_item)]
                 for b in range(0, len(flat), args.batch):
                     chunk = flat[b:b + args.batch]
                     idx = torch.tensor([i for i, _ in chunk])
@@ -242,6 +243,7 @@ def real_icons(args: argparse.Namespace, pipe: Any, style_errors: Any, tags: lis
     """How often the denoiser names the style of the real icons of ``args``' seen prompts."""
     import torch
 
+    from easel.diffusion.data import to_unit
     from easel.evaluation.data import select_prompts
 
     corpus = eval_corpus()
@@ -249,9 +251,9 @@ def real_icons(args: argparse.Namespace, pipe: Any, style_errors: Any, tags: lis
     where = {r["item_id"]: i for i, r in enumerate(corpus.rows)}
     pixels = torch.from_numpy(corpus.images()[[where[r.item_id] for r in rows]])
     with torch.no_grad():
-        x = pixels.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-        lat = pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor
-    err = style_errors(lat, [r.caption for r in rows], [r.seed for r in rows])[:, :len(tags)]
+        lat = pipe.vae.encode(to_unit(pixels.permute(0, 3, 1, 2))).latent_dist.mode()
+    lat = lat * pipe.vae.config.scaling_factor
+    err = style_errors(lat, [r.caption for r in rows], [r.seed for r in rows], caption_alone=False)
     asked = torch.tensor([tags.index(r.style_tag) for r in rows])
 
     def accuracy(lv: list[int]) -> float:
