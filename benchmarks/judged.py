@@ -68,11 +68,13 @@ def score(generate: Callable[[list[str], list[int]], Sequence[Any]], args: argpa
 
 
 def sample_guided(pipe: Any, prompts: list[str], seeds: list[int], steps: int, guidance: float,
-                  after_step: Callable[[int, float, Any], None] | None = None) -> Any:
+                  after_step: Callable[[int, float, Any], None] | None = None,
+                  adjust: Callable[[float, Any, Any], Any] | None = None) -> Any:
     """The finished latents of the pipeline's text-to-image sampler (Euler, classifier-free
     guidance ``guidance``, ``steps`` steps) on ``prompts``, one start noise per seed, as
     ``EaselPipeline`` draws it; ``after_step(i, sigma, latents)`` sees the latents after step
-    ``i``, at noise level ``sigma``."""
+    ``i``, at noise level ``sigma``; ``adjust(sigma, latents, v)`` may replace each step's guided
+    velocity ``v`` (``latents`` at noise level ``sigma``, before the step)."""
     import torch
 
     from easel.diffusion.text_encoder import PromptEmbeddings
@@ -89,7 +91,10 @@ def sample_guided(pipe: Any, prompts: list[str], seeds: list[int], steps: int, g
         for i, t in enumerate(sch.timesteps):
             vu, vc = unet(torch.cat([lat] * 2), t.expand(2 * n), encoder_hidden_states=both.tokens,
                           encoder_attention_mask=both.mask, class_labels=both.pooled).sample.chunk(2)
-            lat = sch.step(vu + guidance * (vc - vu), t, lat).prev_sample
+            v = vu + guidance * (vc - vu)
+            if adjust is not None:
+                v = adjust(float(sch.sigmas[i]), lat, v)
+            lat = sch.step(v, t, lat).prev_sample
             if after_step is not None:
                 after_step(i, float(sch.sigmas[i + 1]), lat)
     return lat

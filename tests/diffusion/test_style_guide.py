@@ -12,9 +12,13 @@ import torch
 
 from easel.diffusion.pipeline import EaselPipeline, load_pipeline
 from easel.diffusion.style_guide import (
+    FAKE_SEED_BASE,
     LatentStyleClassifier,
+    draw_fakes,
     export_style_guide,
+    guide_score,
     guided_velocity,
+    train_discriminator,
     train_style_classifier,
 )
 from easel.diffusion.tiny import tiny_pipeline
@@ -24,9 +28,9 @@ from easel.errors import BadInput
 TAGS = ["noto style", "twemoji style"]
 
 
-def tiny_classifier(seed: int = 0) -> LatentStyleClassifier:
+def tiny_classifier(seed: int = 0, kind: str = "style") -> LatentStyleClassifier:
     torch.manual_seed(seed)
-    return LatentStyleClassifier(style_tags=TAGS, in_channels=4, width=8, emb_dim=16)
+    return LatentStyleClassifier(style_tags=TAGS, in_channels=4, width=8, emb_dim=16, kind=kind)
 
 
 def two_style_latents(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -65,12 +69,58 @@ def test_training_refuses_what_it_cannot_learn_from(kwargs: dict, message: str) 
                                batch_size=kwargs.get("batch_size", 4), width=8, progress=False)
     with pytest.raises(BadInput, match="at least two style tags"):
         LatentStyleClassifier(style_tags=["noto style"])
+    with pytest.raises(BadInput, match="kind is one of style, discriminator"):
+        LatentStyleClassifier(style_tags=TAGS, kind="critic")
 
 
-def test_the_guided_velocity_moves_an_euler_step_towards_the_asked_style() -> None:
-    """One Euler step with the guided velocity raises the classifier's log-probability of each
-    latent's label against the same step without it; a label of −1 is left alone."""
-    classifier = tiny_classifier().eval()
+def model_latents(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """What a model draws in this toy: the right style (channel 0's sign) but a mark real latents
+    lack, channel 1 raised by 1.5."""
+    x, tags = two_style_latents(n, seed)
+    x[:, 1] += 1.5
+    return x, tags
+
+
+def test_the_discriminator_tells_the_models_latents_from_real_ones_per_style() -> None:
+    real, tags = two_style_latents(256, seed=0)
+    fake, fake_tags = model_latents(160, seed=2)
+    val, val_tags = two_style_latents(128, seed=1)
+    result = train_discriminator(real, tags, fake, fake_tags, steps=80, batch_size=32, width=8,
+                                 val_real=val, val_real_tags=val_tags, progress=False)
+    disc = result.classifier
+    assert disc.is_discriminator and disc.tags == TAGS and result.steps == 80
+    assert result.train_items == 256 + 144  # the last tenth of the fakes is held out
+    assert result.accuracy["sigma=0"] > 0.95  # an easy mark, learned
+    assert result.accuracy["sigma=0.95"] < result.accuracy["sigma=0"]  # noise hides it
+    # The log-ratio reads a held-out fake as less real than a real latent of the same style.
+    labels = disc.labels_for(val_tags[:16])
+    with torch.no_grad():
+        real_side = guide_score(disc, val[:16], torch.zeros(16), labels)
+        fake_side = guide_score(disc, val[:16] + torch.tensor([0, 1.5, 0, 0])[None, :, None, None],
+                                torch.zeros(16), labels)
+    assert bool((real_side > fake_side).all())
+
+
+@pytest.mark.parametrize("fake_tags, kwargs, message", [
+    (["crayon style"] * 40, {}, "the fakes ask for style tags the real latents lack: crayon style"),
+    (TAGS * 20, {"steps": 0}, "steps must be at least 1"),
+    (TAGS * 3, {}, "6 fake latents left for training is fewer than one batch of 8"),
+])
+def test_discriminator_training_refuses_what_it_cannot_learn_from(fake_tags: list[str], kwargs: dict,
+                                                                   message: str) -> None:
+    real, tags = two_style_latents(64, seed=0)
+    fake = torch.zeros((len(fake_tags), 4, 16, 16))
+    with pytest.raises(BadInput, match=message):
+        train_discriminator(real, tags, fake, fake_tags, steps=kwargs.get("steps", 2), batch_size=16,
+                            width=8, val_real=real, val_real_tags=tags, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["style", "discriminator"])
+def test_the_guided_velocity_moves_an_euler_step_towards_the_asked_style(kind: str) -> None:
+    """One Euler step with the guided velocity raises what guidance climbs for each latent's
+    label (the style's log-probability; a discriminator's log-ratio of real to fake) against the
+    same step without it; a label of −1 is left alone."""
+    classifier = tiny_classifier(kind=kind).eval()
     gen = torch.Generator().manual_seed(3)
     latents = torch.randn((6, 4, 16, 16), generator=gen)
     v = torch.randn((6, 4, 16, 16), generator=gen)
@@ -81,8 +131,7 @@ def test_the_guided_velocity_moves_an_euler_step_towards_the_asked_style() -> No
 
     def logp(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            out = classifier(x, torch.full((x.shape[0],), sigma - dt)).log_softmax(dim=1)
-        return out.gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
+            return guide_score(classifier, x, torch.full((x.shape[0],), sigma - dt), labels.clamp(min=0))
 
     plain_step, guided_step = latents - dt * v, latents - dt * guided  # σ falls by dt
     gain = logp(guided_step) - logp(plain_step)
@@ -177,6 +226,41 @@ def test_a_classifier_of_other_latents_is_refused() -> None:
         EaselPipeline(unet=tiny_unet(), vae=tiny_vae(), scheduler=new_scheduler(), style_classifier=wrong)
 
 
+def test_draw_fakes_gives_the_pipelines_own_latents_for_prompts_in_a_seeded_order() -> None:
+    pipe = tiny_pipeline()
+    prompts = ["fox face, noto style", "cat face, twemoji style", "owl, noto style"]
+    latents, chosen = draw_fakes(pipe, prompts, 5, batch_size=2, progress=False)
+    r = pipe.latent_resolution
+    assert latents.shape == (5, 4, r, r)
+    assert sorted(chosen[:3]) == sorted(prompts) and chosen[3:] == chosen[:2]  # each once, then again
+    again, chosen_again = draw_fakes(pipe, prompts, 5, batch_size=5, progress=False)
+    assert chosen_again == chosen and torch.allclose(again, latents, atol=1e-5)
+    own = pipe(chosen[4], seeds=[FAKE_SEED_BASE + 4], upscale=False).latents
+    assert own is not None and torch.allclose(own[0], latents[4], atol=1e-5)
+    with pytest.raises(BadInput, match="no prompts"):
+        draw_fakes(pipe, [], 2, progress=False)
+
+
+def test_an_exported_discriminator_is_named_as_one_and_guides(tmp_path: Path) -> None:
+    from easel.diffusion.model_card import read_model_card
+    from easel.diffusion.style_guide import ClassifierResult
+
+    base = _tiny_model_dir(tmp_path / "base")
+    result = ClassifierResult(tiny_classifier(kind="discriminator"), 5, 1.0, {"sigma=0": 0.9}, 12)
+    out = export_style_guide(tmp_path / "out", base, result, "e" * 64, guidance_scale=4.0, fakes=40)
+    record = read_model_card(out)["style_classifier"]
+    assert record["kind"] == "discriminator" and record["fakes"] == 40 and record["guidance_scale"] == 4.0
+    shown = (out / "MODEL_CARD.md").read_text()
+    assert "## Discriminator guidance" in shown and "40 pictures" in shown
+    assert "Style classifier guidance" not in shown
+    pipe = load_pipeline(out, device="cpu")
+    assert pipe.style_classifier.is_discriminator and pipe.style_classifier.tags == TAGS
+    guided = pipe("fox face, twemoji style", seeds=[2], num_inference_steps=4, upscale=False).latents
+    plain = pipe("fox face, twemoji style", seeds=[2], num_inference_steps=4, upscale=False,
+                 classifier_guidance_scale=0.0).latents
+    assert guided is not None and plain is not None and not torch.equal(guided, plain)
+
+
 def _tiny_model_dir(path: Path) -> Path:
     from easel.diffusion.training import write_pipeline_dir
 
@@ -194,6 +278,7 @@ def test_train_style_guide_refuses_bad_options_before_touching_anything(tmp_path
     env = {"EASEL_HOME": str(tmp_path / "home")}
     model = _tiny_model_dir(tmp_path / "model")
     cases = [(["--init-from", str(model), "--steps", "0"], "--steps must be at least 1"),
+             (["--init-from", str(model), "--discriminator", "--fakes", "3"], "--fakes must be at least"),
              (["--init-from", str(model), "--scale", "-1"], "--scale"),
              (["--init-from", str(model), "--scale", "nan"], "--scale"),
              (["--init-from", str(model), "--batch-size", "1"], "--batch-size must be at least 2"),
@@ -239,6 +324,16 @@ def test_train_style_guide_on_a_consented_manifest_writes_a_guided_model(
     assert pipe.config.classifier_guidance_scale == 2.0 and pipe.style_classifier.tags == record["style_tags"]
     report = run_cli("registry", "affected", "--artist", "stripes", check=True).stdout
     assert "easel-embedded-test-s10-c3" in report
+    # The discriminator: the model draws its own pictures for the training prompts first.
+    disc_out = tmp_path / "disc"
+    proc = run_cli("train", "style-guide", "--init-from", str(model), "--out", str(disc_out),
+                   "--discriminator", "--fakes", "8", "--steps", "3", "--batch-size", "4", "--width", "8",
+                   "--scale", "4", "--threads", "1", check=True)
+    assert "discriminator: 3 steps" in proc.stdout and "balanced accuracy" in proc.stdout
+    record = read_model_card(disc_out)["style_classifier"]
+    assert record["kind"] == "discriminator" and record["fakes"] == 8 and record["dataset_id"] == dataset_id
+    assert record["style_tags"] == ["alpha style", "stripes style"] and record["guidance_scale"] == 4.0
+    assert load_pipeline(disc_out, device="cpu").style_classifier.is_discriminator
 
 
 def test_easel_generate_guides_with_the_models_scale_and_records_it(guided_dir: Path, tmp_path: Path) -> None:

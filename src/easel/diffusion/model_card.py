@@ -137,18 +137,29 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
         accuracy = ", ".join(f"{k.replace('sigma=', 'σ ')}: {v:.3f}"
                              for k, v in (guide.get("held_out_accuracy") or {}).items())
         scale = guide.get("guidance_scale")
-        lines += ["", "## Style classifier guidance", "",
-                  f"- a noise-aware classifier of the latents' style ({guide['parameters'] / 1e6:.2f} M "
-                  f"parameters, tags: {', '.join(guide['style_tags'])}); at each sampler step its "
-                  "gradient towards the prompt's style tag moves the velocity (classifier guidance). "
-                  "Prompts without one of these tags are not guided.",
+        if guide.get("kind") == "discriminator":
+            title, what = "Discriminator guidance", (
+                f"a noise-aware discriminator ({guide['parameters'] / 1e6:.2f} M parameters, tags: "
+                f"{', '.join(guide['style_tags'])}) that tells, for each style, the real icons' latents "
+                f"from the model's own ({guide.get('fakes', '?')} pictures drawn for training prompts); "
+                "at each sampler step the gradient of its log-ratio of real to fake for the prompt's "
+                "style moves the velocity (discriminator guidance, Kim et al. 2023).")
+            measured = "balanced accuracy, real against fake, on held-out latents noised to each level"
+        else:
+            title, what = "Style classifier guidance", (
+                f"a noise-aware classifier of the latents' style ({guide['parameters'] / 1e6:.2f} M "
+                f"parameters, tags: {', '.join(guide['style_tags'])}); at each sampler step its "
+                "gradient towards the prompt's style tag moves the velocity (classifier guidance).")
+            measured = "accuracy on the val split's latents noised to each level"
+        lines += ["", f"## {title}", "",
+                  f"- {what} Prompts without one of these tags are not guided.",
                   f"- default scale: {scale:g}" + (" (off: `easel generate --classifier-guidance W` "
                                                     "or `easel eval model --classifier-guidance W` "
                                                     "turns it on)" if not scale else ""),
                   f"- trained {guide['steps']} steps, {guide['seconds'] / 60:.1f} min, on "
                   f"{guide['train_items']} latents of dataset `{guide['dataset_id']}`; "
                   f"{guide.get('consent', '')}",
-                  f"- accuracy on the val split's latents noised to each level: {accuracy or 'not measured'}"]
+                  f"- {measured}: {accuracy or 'not measured'}"]
     ae = card.get("autoencoder")
     if ae:
         same = "the same manifest as the denoiser" if ae.get("dataset_id") == card["dataset_id"] else (

@@ -51,12 +51,14 @@ MAX_IMAGES = 64
 @dataclass
 class EaselPipelineOutput(BaseOutput):
     """``images``: PIL RGB; ``seeds``: the seed of each image; ``upscaled``: whether the
-    learned upscaler ran (else images are at base resolution)."""
+    learned upscaler ran (else images are at base resolution); ``latents``: the finished
+    latents the images were decoded from."""
 
     images: list[Image.Image]
     seeds: list[int]
     upscaled: bool
     parameters: dict[str, Any] = field(default_factory=dict)
+    latents: torch.Tensor | None = None
 
 
 class EaselPipeline(DiffusionPipeline):
@@ -312,7 +314,7 @@ class EaselPipeline(DiffusionPipeline):
         if classifier is not None:
             params["classifier_guidance_scale"] = classifier_guidance_scale
         return EaselPipelineOutput(images=images, seeds=list(seeds), upscaled=upscaled,
-                                   parameters=params)
+                                   parameters=params, latents=latents)
 
 
 def check_expert(unet: UNet2DConditionModel, expert: UNet2DConditionModel, sigma: float) -> None:

@@ -10,13 +10,20 @@ is near 1, where the latents hold almost no picture yet.
 
 It trains on the consented training set's latents only, as the denoiser does, and it is a
 component of the model directory (``style_classifier/``), saved and loaded with the pipeline.
+
+The same network can be a *discriminator* instead (``kind="discriminator"``; discriminator
+guidance, Kim et al. 2023): for each style s it tells the real icons' latents drawn in s from the
+model's own latents drawn for prompts that ask for s, both noised to the same σ. What the sampler
+climbs is then ``log p(real s | x_σ) − log p(fake s | x_σ)``, an estimate of
+``log p_data(x_σ | s) / p_model(x_σ | s)``: its gradient added to the model's score moves each
+step towards the real icons of the asked style and away from what the model draws instead.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,15 +67,23 @@ class _Block(nn.Module):
         return self.skip(x) + h
 
 
+KINDS = ("style", "discriminator")
+
+
 class LatentStyleClassifier(ModelMixin, ConfigMixin):
-    """Logits over ``style_tags`` for a noised latent ``[N x C x H x W]`` at noise levels ``[N]``."""
+    """Logits over ``style_tags`` for a noised latent ``[N x C x H x W]`` at noise levels ``[N]``.
+
+    ``kind="discriminator"``: twice as many logits, "real <tag>" for each tag and then
+    "fake <tag>" for each (see :func:`guide_score`)."""
 
     @register_to_config
     def __init__(self, style_tags: list[str] | tuple[str, ...] = (), in_channels: int = 4,
-                 width: int = 64, emb_dim: int = 128) -> None:
+                 width: int = 64, emb_dim: int = 128, kind: str = "style") -> None:
         super().__init__()
         if len(style_tags) < 2:
             raise BadInput(f"a style classifier needs at least two style tags, got {list(style_tags)}")
+        if kind not in KINDS:
+            raise BadInput(f"a style classifier's kind is one of {', '.join(KINDS)}, got {kind!r}")
         self.conv_in = nn.Conv2d(in_channels, width, 3, padding=1)
         self.emb = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.blocks = nn.ModuleList([
@@ -76,11 +91,15 @@ class LatentStyleClassifier(ModelMixin, ConfigMixin):
             _Block(2 * width, 2 * width, emb_dim),
         ])
         self.norm_out = nn.GroupNorm(8, 2 * width)
-        self.head = nn.Linear(2 * width, len(style_tags))
+        self.head = nn.Linear(2 * width, len(style_tags) * (2 if kind == "discriminator" else 1))
 
     @property
     def tags(self) -> list[str]:
         return list(self.config.style_tags)
+
+    @property
+    def is_discriminator(self) -> bool:
+        return self.config.get("kind", "style") == "discriminator"
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         emb = self.emb(sigma_embedding(sigma, int(self.config.emb_dim)).to(latents.dtype))
@@ -98,6 +117,18 @@ class LatentStyleClassifier(ModelMixin, ConfigMixin):
         return torch.tensor([where.get(t, -1) if t else -1 for t in style_tags], dtype=torch.long)
 
 
+def guide_score(classifier: LatentStyleClassifier, latents: torch.Tensor, sigma: torch.Tensor,
+                labels: torch.Tensor) -> torch.Tensor:
+    """What guidance climbs, per latent, for its style index ``labels`` (≥ 0): the log-probability
+    of the style, or for a discriminator ``log p(real s | x) − log p(fake s | x)``."""
+    logits = classifier(latents, sigma).float()
+    labels = labels.to(logits.device)[:, None]
+    if classifier.is_discriminator:
+        n = len(classifier.tags)
+        return (logits.gather(1, labels) - logits.gather(1, labels + n)).squeeze(1)
+    return logits.log_softmax(dim=1).gather(1, labels).squeeze(1)
+
+
 def guided_velocity(classifier: LatentStyleClassifier, latents: torch.Tensor, sigma: float,
                     v: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
     """``v`` moved towards each latent's style label (rows with label −1 are left as they are)."""
@@ -107,8 +138,7 @@ def guided_velocity(classifier: LatentStyleClassifier, latents: torch.Tensor, si
     with torch.enable_grad():
         x = latents.detach().float().requires_grad_(True)
         s = torch.full((x.shape[0],), float(sigma), device=x.device)
-        logp = classifier(x, s).float().log_softmax(dim=1)
-        picked = logp.gather(1, labels.clamp(min=0).to(x.device)[:, None]).squeeze(1)
+        picked = guide_score(classifier, x, s, labels.clamp(min=0))
         (grad,) = torch.autograd.grad((picked * keep.to(x.device)).sum(), x)
     factor = min(sigma / max(1.0 - sigma, 1e-6), MAX_GUIDE_FACTOR)
     return v - (scale * factor * grad).to(v.dtype)
@@ -158,6 +188,37 @@ def encode_latents(images: torch.Tensor, vae: Any, progress: bool = True) -> tor
     return torch.cat(parts)
 
 
+def _fit(model: LatentStyleClassifier, draw: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]],
+         steps: int, learning_rate: float, gen: torch.Generator, desc: str, progress: bool) -> None:
+    """Train ``model`` for ``steps`` steps on the clean latents and class indices ``draw(gen)``
+    gives each step, noised at σ ~ U(0, 1) per sample, with cross-entropy; the rate decays on a
+    cosine."""
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-2)
+    model.train()
+    bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * step / steps))
+        x0, y = draw(gen)
+        sigma = torch.rand(x0.shape[0], generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        s = sigma.view(-1, 1, 1, 1)
+        loss = F.cross_entropy(model((1.0 - s) * x0 + s * noise, sigma), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
+
+def _check_training(n: int, batch_size: int, steps: int, what: str = "training latents") -> None:
+    if n < batch_size:
+        raise BadInput(f"{n} {what} is fewer than one batch of {batch_size}")
+    if steps < 1:
+        raise BadInput(f"steps must be at least 1, got {steps}")
+
+
 def train_style_classifier(latents: torch.Tensor, set_tags: list[str], *, steps: int = 3000,
                            batch_size: int = 128, learning_rate: float = 1e-3, width: int = 64,
                            seed: int = 0, val_latents: torch.Tensor | None = None,
@@ -167,35 +228,19 @@ def train_style_classifier(latents: torch.Tensor, set_tags: list[str], *, steps:
     tags = sorted(set(set_tags))
     if len(tags) < 2:
         raise BadInput(f"the training set has {len(tags)} style tag(s); a style classifier needs two or more")
-    if latents.shape[0] < batch_size:
-        raise BadInput(f"{latents.shape[0]} training latents is fewer than one batch of {batch_size}")
-    if steps < 1:
-        raise BadInput(f"steps must be at least 1, got {steps}")
+    _check_training(latents.shape[0], batch_size, steps)
     torch.manual_seed(seed)
     model = LatentStyleClassifier(style_tags=tags, in_channels=latents.shape[1], width=width)
     labels = model.labels_for(list(set_tags))
-    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(seed)
-    batches = _batches(latents.shape[0], batch_size, gen)
-    started = time.monotonic()
-    model.train()
-    bar = tqdm(range(steps), desc="style classifier", unit="step", disable=not progress)
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * step / steps))
+    batches = _batches(latents.shape[0], batch_size, gen)  # the same generator as the noise
+
+    def draw(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = next(batches)
-        x0 = latents[idx]
-        sigma = torch.rand(batch_size, generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        s = sigma.view(-1, 1, 1, 1)
-        x = (1.0 - s) * x0 + s * noise
-        loss = F.cross_entropy(model(x, sigma), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+        return latents[idx], labels[idx]
+
+    started = time.monotonic()
+    _fit(model, draw, steps, learning_rate, gen, "style classifier", progress)
     accuracy: dict[str, float] = {}
     if val_latents is not None and val_tags is not None:
         val_labels = model.labels_for(list(val_tags))
@@ -205,9 +250,97 @@ def train_style_classifier(latents: torch.Tensor, set_tags: list[str], *, steps:
     return ClassifierResult(model, steps, time.monotonic() - started, accuracy, latents.shape[0])
 
 
+@torch.no_grad()
+def held_out_discrimination(disc: LatentStyleClassifier, real: torch.Tensor, real_labels: torch.Tensor,
+                            fake: torch.Tensor, fake_labels: torch.Tensor,
+                            sigmas: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.85, 0.95),
+                            seed: int = 0) -> dict[str, float]:
+    """Balanced accuracy at each noise level of reading held-out real latents as real and
+    held-out fakes as fake, each given its own style (fixed noise, so a rerun gives the same)."""
+    disc.eval()
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for s in sigmas:
+        rates = []
+        for lat, lab, real_side in ((real, real_labels, True), (fake, fake_labels, False)):
+            x = (1.0 - s) * lat + s * torch.randn(lat.shape, generator=gen)
+            score = torch.cat([guide_score(disc, x[i:i + 512], torch.full((x[i:i + 512].shape[0],), s),
+                                           lab[i:i + 512]) for i in range(0, x.shape[0], 512)])
+            rates.append(float(((score > 0) == real_side).float().mean()))
+        out[f"sigma={s:g}"] = sum(rates) / 2
+    return out
+
+
+def train_discriminator(real: torch.Tensor, real_tags: list[str], fake: torch.Tensor, fake_tags: list[str],
+                        *, steps: int = 3000, batch_size: int = 128, learning_rate: float = 1e-3,
+                        width: int = 64, seed: int = 0, val_real: torch.Tensor | None = None,
+                        val_real_tags: list[str] | None = None, val_share: float = 0.1,
+                        progress: bool = True) -> ClassifierResult:
+    """Train a discriminator (:class:`LatentStyleClassifier`, ``kind="discriminator"``) on real
+    latents and the model's own latents (``fake``), each with the style tag it was drawn in or
+    asked for. Each batch is half real, half fake. The last ``val_share`` of the fakes is held
+    out and, with ``val_real``, gives :func:`held_out_discrimination`'s figures."""
+    tags = sorted(set(real_tags))
+    if len(tags) < 2:
+        raise BadInput(f"the real latents have {len(tags)} style tag(s); a discriminator needs two or more")
+    unknown = sorted(set(fake_tags) - set(tags))
+    if unknown:
+        raise BadInput(f"the fakes ask for style tags the real latents lack: {', '.join(map(str, unknown))}",
+                       hint="draw the fakes from prompts of the training set's own styles")
+    n_val = int(len(fake_tags) * val_share) if val_real is not None else 0
+    half = batch_size // 2
+    _check_training(real.shape[0], half, steps, "real latents")
+    _check_training(fake.shape[0] - n_val, half, steps, "fake latents left for training")
+    torch.manual_seed(seed)
+    model = LatentStyleClassifier(style_tags=tags, in_channels=real.shape[1], width=width,
+                                  kind="discriminator")
+    r_lab, f_lab = model.labels_for(list(real_tags)), model.labels_for(list(fake_tags))
+    n_fit = fake.shape[0] - n_val
+
+    def draw(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        ri = torch.randint(0, real.shape[0], (half,), generator=gen)
+        fi = torch.randint(0, n_fit, (half,), generator=gen)
+        return torch.cat([real[ri], fake[fi]]), torch.cat([r_lab[ri], f_lab[fi] + len(tags)])
+
+    started = time.monotonic()
+    _fit(model, draw, steps, learning_rate, torch.Generator().manual_seed(seed), "discriminator", progress)
+    accuracy: dict[str, float] = {}
+    if val_real is not None and val_real_tags is not None and n_val:
+        v_lab = model.labels_for(list(val_real_tags))
+        known = v_lab >= 0
+        if bool(known.any()):
+            accuracy = held_out_discrimination(model, val_real[known], v_lab[known], fake[n_fit:],
+                                               f_lab[n_fit:])
+    return ClassifierResult(model, steps, time.monotonic() - started, accuracy, real.shape[0] + n_fit)
+
+
+FAKE_SEED_BASE = 700_000
+"""The first noise seed of a discriminator's fakes: far from the seeds ``easel eval model`` draws."""
+
+
+@torch.no_grad()
+def draw_fakes(pipe: Any, prompts: list[str], n: int, batch_size: int = 64, seed: int = 0,
+               progress: bool = True) -> tuple[torch.Tensor, list[str]]:
+    """``n`` finished latents of ``pipe``'s own sampler (its default steps and guidance, no style
+    guidance) for prompts chosen from ``prompts`` in a seeded order (cycling when ``n`` is more),
+    one noise seed each from :data:`FAKE_SEED_BASE`; and the prompts they were drawn for."""
+    if not prompts:
+        raise BadInput("no prompts to draw the model's pictures for")
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
+    chosen = [prompts[order[k % len(prompts)]] for k in range(n)]
+    parts = []
+    for start in tqdm(range(0, n, batch_size), desc="model's pictures", unit="batch", disable=not progress):
+        ps = chosen[start:start + batch_size]
+        out = pipe(ps, seeds=[FAKE_SEED_BASE + start + k for k in range(len(ps))], upscale=False,
+                   classifier_guidance_scale=0.0)
+        parts.append(out.latents.float().cpu())
+    return torch.cat(parts), chosen
+
+
 def classifier_record(result: ClassifierResult, dataset_id: str, **extra: Any) -> dict[str, Any]:
     """What the model card says about the style classifier."""
-    return {"steps": result.steps, "train_items": result.train_items, "dataset_id": dataset_id,
+    return {"kind": result.classifier.config.get("kind", "style"), "steps": result.steps,
+            "train_items": result.train_items, "dataset_id": dataset_id,
             "seconds": round(result.seconds, 1), "style_tags": result.classifier.tags,
             "held_out_accuracy": {k: round(v, 4) for k, v in result.accuracy.items()},
             "parameters": sum(p.numel() for p in result.classifier.parameters()), **extra}
@@ -219,13 +352,13 @@ STYLE_GUIDE_SUFFIX = "-c"
 
 
 def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, dataset_id: str,
-                       consent_events: int = 0, guidance_scale: float | None = None) -> Any:
+                       consent_events: int = 0, guidance_scale: float | None = None, **record: Any) -> Any:
     """Write ``base_dir``'s model with ``result``'s classifier as its ``style_classifier``.
 
     Everything else in the model stays as it is; the card gains a ``style_classifier`` record,
     ``guidance_scale`` becomes the pipeline's default scale (None: the base model's stays, 0 = off
     when it has none), and the model id gains
-    ``-c<classifier steps>w<its weights tag>``.
+    ``-c<classifier steps>w<its weights tag>``; ``record``'s items join the card's record.
     ``out`` may be ``base_dir`` itself: the directory is replaced atomically."""
     from pathlib import Path
 
@@ -256,7 +389,7 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
                                     weights_tag(result.classifier))
     card["style_classifier"] = classifier_record(result, dataset_id, from_model=base_id,
                                                  consent=consent_text(consent_events),
-                                                 guidance_scale=guidance_scale)
+                                                 guidance_scale=guidance_scale, **record)
     card["evaluation"] = {}  # the base model's figures do not describe the guided model
 
     return write_pipeline_dir(out, pipe, card, carry_records(base_dir))
