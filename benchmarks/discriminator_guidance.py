@@ -56,11 +56,11 @@ def make_fakes(args: argparse.Namespace) -> None:
     import torch
 
     from easel.diffusion.pipeline import load_pipeline
+    from easel.diffusion.style_guide import fake_prompts
 
     data = _training_rows(_manifest(args.manifest))
-    train = [i for i, r in enumerate(data.rows) if r["split"] == "train"]
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.pick_seed)).tolist()
-    prompts = [data.prompts[train[order[k % len(train)]]] for k in range(args.n)]
+    prompts = fake_prompts([p for p, r in zip(data.prompts, data.rows, strict=True) if r["split"] == "train"],
+                           args.n, args.pick_seed)
     seeds = [args.seed_base + k for k in range(args.n)]
     done: dict[str, Any] = {"latents": [], "prompts": [], "seeds": []}
     if args.out.exists():
@@ -177,13 +177,15 @@ def score_weights(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    from easel.diffusion.style_guide import FAKE_SEED_BASE
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     f = sub.add_parser("fakes", help="sample the model's pictures for training prompts")
     f.add_argument("--n", type=int, default=3000)
     f.add_argument("--out", type=Path, required=True)
     f.add_argument("--batch", type=int, default=64)
-    f.add_argument("--seed-base", type=int, default=700_000,
+    f.add_argument("--seed-base", type=int, default=FAKE_SEED_BASE,
                    help="first noise seed (far from the evaluation's)")
     f.add_argument("--pick-seed", type=int, default=0, help="seed of the choice of training prompts")
     t = sub.add_parser("train", help="train the discriminator")

@@ -318,16 +318,22 @@ FAKE_SEED_BASE = 700_000
 """The first noise seed of a discriminator's fakes: far from the seeds ``easel eval model`` draws."""
 
 
+def fake_prompts(prompts: list[str], n: int, seed: int = 0) -> list[str]:
+    """``n`` prompts chosen from ``prompts`` in a seeded order, cycling when ``n`` is more: the
+    prompts a discriminator's fakes are drawn for."""
+    if not prompts:
+        raise BadInput("no prompts to draw the model's pictures for")
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [prompts[order[k % len(prompts)]] for k in range(n)]
+
+
 @torch.no_grad()
 def draw_fakes(pipe: Any, prompts: list[str], n: int, batch_size: int = 64, seed: int = 0,
                progress: bool = True) -> tuple[torch.Tensor, list[str]]:
     """``n`` finished latents of ``pipe``'s own sampler (its default steps and guidance, no style
-    guidance) for prompts chosen from ``prompts`` in a seeded order (cycling when ``n`` is more),
-    one noise seed each from :data:`FAKE_SEED_BASE`; and the prompts they were drawn for."""
-    if not prompts:
-        raise BadInput("no prompts to draw the model's pictures for")
-    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
-    chosen = [prompts[order[k % len(prompts)]] for k in range(n)]
+    guidance) for the prompts :func:`fake_prompts` chooses, one noise seed each from
+    :data:`FAKE_SEED_BASE`; and the prompts they were drawn for."""
+    chosen = fake_prompts(prompts, n, seed)
     parts = []
     for start in tqdm(range(0, n, batch_size), desc="model's pictures", unit="batch", disable=not progress):
         ps = chosen[start:start + batch_size]
