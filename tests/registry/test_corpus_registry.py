@@ -122,7 +122,8 @@ def test_every_trainer_refuses_a_manifest_that_lost_consent(easel_home: Path, fi
                  ["audit", "train", "--out", str(out / "desc"), "--checkpoints", str(out / "desc-ckpt"),
                   "--steps", "1"],
                  ["train", "style-guide", "--init-from", str(SHIPPED_MODEL_DIR), "--out", str(out / "guided"),
-                  "--steps", "1"]):
+                  "--steps", "1"],
+                 ["train", "palette", "--init-from", str(SHIPPED_MODEL_DIR), "--out", str(out / "painted")]):
         proc = run_cli(*args)
         assert proc.returncode != 0, args
         assert "1 of 6 items" in proc.stderr and "alpha:red-heart" in proc.stderr, proc.stderr

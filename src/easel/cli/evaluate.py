@@ -118,6 +118,10 @@ def model(
         None, "--classifier-guidance",
         help="Style classifier guidance scale, for a model with a style classifier (`easel train "
              "style-guide`); 0 = off. Default: the model's own."),
+    palette_strength: float | None = typer.Option(
+        None, "--palette-strength",
+        help="Style palette strength, for a model with a style palette (`easel train palette`); "
+             "0 = off, which scores the denoiser's own colours. Default: the model's own."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first prompt (prompt i uses seed + i)."),
     draws: int = typer.Option(1, "--draws", help="Pictures per prompt, each from its own seed (draw r "
                               "adds r x 1,000,003); the figures pool them, and the report adds each "
@@ -160,6 +164,12 @@ def model(
         check_guidance(classifier_guidance, "--classifier-guidance")
         if reference is not None:
             raise BadInput("--classifier-guidance is a sampler setting; a --reference has no sampler")
+    if palette_strength is not None:
+        from easel.diffusion.palette import check_strength
+
+        check_strength(palette_strength, "--palette-strength")
+        if reference is not None:
+            raise BadInput("--palette-strength is a pipeline setting; a --reference has no pipeline")
     model_id, target = None, None
     if record:
         from easel.diffusion.model_card import read_model_card
@@ -184,7 +194,8 @@ def model(
     else:
         generator = PipelineGenerator(model_dir, steps=steps, guidance=guidance, guidance_interval=interval,
                                       style_guidance=style_guidance,
-                                      classifier_guidance=classifier_guidance)
+                                      classifier_guidance=classifier_guidance,
+                                      palette_strength=palette_strength)
         name = f"model:{model_dir or 'shipped'}"
         run_settings = {"steps": steps, "guidance": guidance, "model": str(model_dir or "shipped")}
         if style_guidance:
@@ -194,6 +205,9 @@ def model(
         in_force = generator.pipe.classifier_guidance_in_force(classifier_guidance)
         if in_force:
             run_settings["classifier_guidance"] = in_force
+        painting = generator.pipe.palette_strength_in_force(palette_strength)
+        if painting:
+            run_settings["palette_strength"] = painting
     if draws > 1:
         run_settings["draws"] = draws
     settings.ensure_home()

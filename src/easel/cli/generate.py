@@ -68,6 +68,11 @@ def generate(
         None, "--classifier-guidance",
         help="Style classifier guidance scale, for an Easel model with a style classifier "
              "(`easel train style-guide`); 0 = off. Default: the model's own."),
+    palette_strength: float | None = typer.Option(
+        None, "--palette-strength",
+        help="How far to move the colours onto the asked style's own palette, 0-1, for an Easel "
+             "model with a style palette (`easel train palette`); 0 = the colours as drawn. "
+             "Default: the model's own."),
     init_image: Path = typer.Option(None, "--init-image", help="Image-to-image: start from this image."),
     strength: float = typer.Option(SAMPLING.strength,
                                    help="Image-to-image strength in (0, 1]: how much to change."),
@@ -106,6 +111,12 @@ def generate(
         if model:
             raise BadInput("--classifier-guidance needs an Easel model with a style classifier; "
                            "drop --model")
+    if palette_strength is not None:
+        from easel.diffusion.palette import check_strength
+
+        check_strength(palette_strength, "--palette-strength")
+        if model:
+            raise BadInput("--palette-strength needs an Easel model with a style palette; drop --model")
     if init_image is not None and not 0.0 < strength <= 1.0:
         raise BadInput(f"--strength must be in (0, 1], got {strength}")
     personal = None
@@ -169,7 +180,8 @@ def generate(
             output = pipe([full_prompt] * len(batch), seeds=batch, num_inference_steps=steps,
                           guidance_scale=guidance, image=init, strength=strength,
                           mask_image=mask_img, upscale=not no_upscale,
-                          classifier_guidance_scale=classifier_guidance)
+                          classifier_guidance_scale=classifier_guidance,
+                          palette_strength=palette_strength)
             return output.images, output.parameters
 
         images, params = render(seeds)

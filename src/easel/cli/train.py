@@ -543,6 +543,62 @@ def style_guide(
     typer.echo(f"{what}: {result.steps} steps in {result.seconds / 60:.1f} min; {measure} {said} → {out}")
 
 
+@train_app.command("palette")
+def palette(
+    init_from: Path = typer.Option(..., "--init-from", help="The model directory to paint with the "
+                                   "palette (e.g. the shipped model)."),
+    out: Path = typer.Option(..., help="Model directory to write: --init-from's model with the "
+                             "palette beside it (may be --init-from itself: replaced atomically)."),
+    manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
+    colours: int = typer.Option(16, help="Colours kept per style: the most frequent exact colours "
+                                "of its training icons, background included."),
+    strength: float = typer.Option(1.0, help="Default strength of the written model (0 = off, 1 = "
+                                   "all the way onto the palette; `easel generate --palette-strength` "
+                                   "overrides it)."),
+    radius: float = typer.Option(60.0, help="A pixel moves only if a palette colour lies within this "
+                                 "RGB distance (0-255 units)."),
+) -> None:
+    """Build each base style's palette from the consented training set and write the model with it.
+
+    Every picture drawn in a base style then has its colours moved onto that style's own (see
+    MODEL_CARD.md, "Style palette"). Takes seconds: it counts the colours of the train split's
+    icons, Streamline held out as for the base model. Refuses to start if any manifest item is
+    not allowed for train_base at this moment.
+    """
+    from easel.diffusion.configs import TrainConfig
+    from easel.diffusion.palette import check_strength
+    from easel.errors import BadInput
+
+    if colours < 1 or colours > 4096:
+        raise BadInput(f"--colours must be between 1 and 4096, got {colours}")
+    check_strength(strength, "--strength")
+    if not radius > 0.0:
+        raise BadInput(f"--radius must be above 0, got {radius}")
+    if not (init_from / "model_index.json").exists():
+        raise BadInput(f"{init_from} is not an Easel model directory (no model_index.json)",
+                       hint="give a directory written by `easel train base`, e.g. src/easel/models/embedded")
+    path = _manifest(manifest)
+    consent = consent_check(path)
+    from easel.diffusion.data import load_training_set
+    from easel.diffusion.palette import build_palette, export_palette
+
+    data = load_training_set(path, ("train",), tuple(TrainConfig().held_out_sets))
+    tags = [r["style_tag"] for r in data.rows]
+    built = build_palette(data.images.permute(0, 2, 3, 1).numpy(), tags, colours=colours,
+                          strength=strength, radius=radius)
+    export_palette(out, init_from, built, data.dataset_id, items=len(tags), consent_events=len(consent))
+    from easel.db import session_scope
+    from easel.diffusion.model_card import read_model_card
+    from easel.registry.lineage import record_model
+
+    model_id = read_model_card(out)["model_id"]
+    with session_scope(get_settings().db_url) as session:
+        # The palette's colours come from this dataset: `easel registry affected` names the model.
+        record_model(session, model_id, data.dataset_id, kind="base", path=str(out))
+    typer.echo(f"palette: {colours} colours for each of {len(built.tags)} styles from {len(tags)} icons "
+               f"→ {out} ({model_id})")
+
+
 def register(app: typer.Typer) -> None:
     try:
         from easel.cli import upscale

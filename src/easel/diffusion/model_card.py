@@ -77,6 +77,10 @@ def schedule_text(config: dict[str, Any]) -> str:
 DECODER_SUFFIX = re.compile(r"-d(\d+)$")
 """The end of a model id whose decoder was fine-tuned (``-d<decoder steps>``; ``install_decoder``)."""
 
+PALETTE_PART = re.compile(r"-p(\d+)w[0-9a-f]+")
+"""The part of a model id whose pipeline paints with a style palette (``-p<colours>w<tag>``;
+``easel.diffusion.palette.export_palette``)."""
+
 
 def plain_model_id(model_id: str) -> str:
     """``model_id`` without its decoder suffix: the id of the denoiser's own export."""
@@ -160,6 +164,21 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
                   f"{guide['train_items']} latents of dataset `{guide['dataset_id']}`; "
                   f"{guide.get('consent', '')}",
                   f"- {measured}: {accuracy or 'not measured'}"]
+    palette = card.get("style_palette")
+    if palette:
+        lines += ["", "## Style palette", "",
+                  f"- after decoding, each pixel of a picture drawn in one of these styles ("
+                  f"{', '.join(palette['style_tags'])}) moves by the strength "
+                  f"({palette['strength']:g} by default; `easel generate --palette-strength S` sets "
+                  f"it, 0 = off) onto the nearest of that style's {palette['colours']} most frequent "
+                  f"colours, if one lies within RGB distance {palette['radius']:g}; other pixels, and "
+                  "prompts without one of these tags, keep the colours the model drew. Inpainting "
+                  "paints inside the mask only.",
+                  f"- colours counted on {palette['items']} training icons of dataset "
+                  f"`{palette['dataset_id']}`; {palette.get('consent', '')}",
+                  "- why: an emoji set's style is largely its colours, and the denoiser draws near "
+                  "its set's colours rather than at them; the evaluation below is of the painted "
+                  "pictures (`easel eval model --palette-strength 0` scores the denoiser alone)."]
     ae = card.get("autoencoder")
     if ae:
         same = "the same manifest as the denoiser" if ae.get("dataset_id") == card["dataset_id"] else (
@@ -209,6 +228,11 @@ def write_model_card(model_dir: Path, card: dict[str, Any]) -> None:
             decoder = DECODER_SUFFIX.search(str(p.get("model_id", "")))
             if decoder:  # the same denoiser with a fine-tuned decoder (`--decoder-only`)
                 where += f" + decoder d{decoder.group(1)}"
+            painted = PALETTE_PART.search(str(p.get("model_id", "")))
+            if painted:
+                strength = p.get("palette_strength", 0.0)
+                where += f" + palette p{painted.group(1)}" + (
+                    f" at {strength:g}" if strength else " (off: the denoiser alone)")
             prompts = f"{p['n']} × {p['draws']} draws" if p.get("draws", 1) > 1 else f"{p['n']}"
             gs = p.get("group_style")
             style = f"{p['style_accuracy']:.3f}" + (
@@ -286,6 +310,8 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
         point["guidance"] = float(report["settings"]["guidance"])
     if (report.get("settings") or {}).get("classifier_guidance"):
         point["classifier_guidance"] = float(report["settings"]["classifier_guidance"])
+    if PALETTE_PART.search(model_id):  # a painting model's point says how strongly it painted
+        point["palette_strength"] = float((report.get("settings") or {}).get("palette_strength", 0.0))
     judges = report.get("judges") or {}
     if judges.get("style", {}).get("real_top1") is not None:
         point["judge_style"] = judges["style"]["real_top1"]
@@ -297,8 +323,9 @@ def record_evaluation(model_dir: Path, report: dict[str, Any], model_id: str) ->
         # carried a model id stand for the plain model of their steps (no fine-tuned decoder,
         # "-d<steps>").
         pid = p.get("model_id") or plain_model_id(model_id)
-        return ((p["steps"], p["split"], pid, _curve_guidance(p), p.get("draws", 1))
-                == (point["steps"], key, model_id, _curve_guidance(point), draws))
+        mine = (point["steps"], key, model_id, _curve_guidance(point), draws, point.get("palette_strength"))
+        return (p["steps"], p["split"], pid, _curve_guidance(p), p.get("draws", 1),
+                p.get("palette_strength")) == mine
 
     curve = [p for p in card.get("learning_curve", []) if not same(p)]
     card["learning_curve"] = sorted(curve + [point], key=lambda p: (p["steps"], p["split"],

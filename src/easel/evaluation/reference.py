@@ -95,7 +95,8 @@ class PipelineGenerator:
                  guidance: float = SAMPLING.guidance_scale,
                  guidance_interval: tuple[float, float] | None = None,
                  style_guidance: float = SAMPLING.style_guidance_scale,
-                 classifier_guidance: float | None = None) -> None:
+                 classifier_guidance: float | None = None,
+                 palette_strength: float | None = None) -> None:
         try:
             from easel.diffusion.pipeline import load_pipeline
         except ModuleNotFoundError as exc:
@@ -109,12 +110,14 @@ class PipelineGenerator:
         self.steps, self.guidance, self.guidance_interval = steps, guidance, guidance_interval
         self.style_guidance = style_guidance
         self.classifier_guidance = classifier_guidance  # None: the model's own default
+        self.palette_strength = palette_strength  # None: the model's own default
 
     def __call__(self, prompts: list[str], seeds: list[int]) -> Sequence[Any]:
         out = self.pipe(prompts, seeds=seeds, num_inference_steps=self.steps,
                         guidance_scale=self.guidance, guidance_interval=self.guidance_interval,
                         style_guidance_scale=self.style_guidance,
-                        classifier_guidance_scale=self.classifier_guidance, upscale=False)
+                        classifier_guidance_scale=self.classifier_guidance,
+                        palette_strength=self.palette_strength, upscale=False)
         return list(out.images)
 
 
