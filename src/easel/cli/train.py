@@ -551,7 +551,8 @@ def palette(
                              "palette beside it (may be --init-from itself: replaced atomically)."),
     manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
     colours: int = typer.Option(16, help="Colours kept per style: the most frequent exact colours "
-                                "of its training icons, background included."),
+                                "of its training icons. The first is the canvas (white): pixels "
+                                "nearest it stay as drawn."),
     strength: float = typer.Option(1.0, help="Default strength of the written model (0 = off, 1 = "
                                    "all the way onto the palette; `easel generate --palette-strength` "
                                    "overrides it)."),

@@ -163,25 +163,11 @@ def export_palette(out: Any, base_dir: Any, palette: StylePalette, dataset_id: s
     describe the painted pictures). ``out`` may be ``base_dir`` itself: replaced atomically."""
     from pathlib import Path
 
-    from easel.diffusion.model_card import read_model_card
-    from easel.diffusion.pipeline import load_pipeline
-    from easel.diffusion.training import (
-        carry_records,
-        consent_text,
-        weights_tag,
-        with_id_part,
-        write_pipeline_dir,
-    )
+    from easel.diffusion.training import base_for_part, consent_text, write_with_part
 
     base_dir, out = Path(base_dir), Path(out)
-    card = read_model_card(base_dir)
-    if not card:
-        raise BadInput(f"{base_dir} has no model card", hint="give a directory written by `easel train base`")
-    pipe = load_pipeline(base_dir, device="cpu")
+    pipe, card = base_for_part(base_dir)
     pipe.register_modules(style_palette=palette)
-    base_id = str(card["model_id"])
-    card["model_id"] = with_id_part(base_id, PALETTE_SUFFIX, int(palette.config.colours),
-                                    weights_tag(palette))
-    card["style_palette"] = palette_record(palette, dataset_id, items, base_id, consent_text(consent_events))
-    card["evaluation"] = {}
-    return write_pipeline_dir(out, pipe, card, carry_records(base_dir))
+    record = palette_record(palette, dataset_id, items, str(card["model_id"]), consent_text(consent_events))
+    return write_with_part(out, base_dir, pipe, card, "style_palette", record, PALETTE_SUFFIX,
+                           int(palette.config.colours), palette)

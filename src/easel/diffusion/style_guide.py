@@ -368,21 +368,10 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
     ``out`` may be ``base_dir`` itself: the directory is replaced atomically."""
     from pathlib import Path
 
-    from easel.diffusion.model_card import read_model_card
-    from easel.diffusion.pipeline import load_pipeline
-    from easel.diffusion.training import (
-        carry_records,
-        consent_text,
-        weights_tag,
-        with_id_part,
-        write_pipeline_dir,
-    )
+    from easel.diffusion.training import base_for_part, consent_text, write_with_part
 
     base_dir, out = Path(base_dir), Path(out)
-    card = read_model_card(base_dir)
-    if not card:
-        raise BadInput(f"{base_dir} has no model card", hint="give a directory written by `easel train base`")
-    pipe = load_pipeline(base_dir, device="cpu")
+    pipe, card = base_for_part(base_dir)
     if result.classifier.config.in_channels != pipe.unet.config.out_channels:
         raise BadInput(f"the classifier reads {result.classifier.config.in_channels} latent channels, "
                        f"{base_dir}'s UNet {pipe.unet.config.out_channels}")
@@ -390,12 +379,7 @@ def export_style_guide(out: Any, base_dir: Any, result: ClassifierResult, datase
     if guidance_scale is None:  # keep the base model's default, and say which it is
         guidance_scale = float(pipe.config.get("classifier_guidance_scale", 0.0))
     pipe.register_to_config(classifier_guidance_scale=float(guidance_scale))
-    base_id = str(card["model_id"])
-    card["model_id"] = with_id_part(base_id, STYLE_GUIDE_SUFFIX, result.steps,
-                                    weights_tag(result.classifier))
-    card["style_classifier"] = classifier_record(result, dataset_id, from_model=base_id,
-                                                 consent=consent_text(consent_events),
-                                                 guidance_scale=guidance_scale, **record)
-    card["evaluation"] = {}  # the base model's figures do not describe the guided model
-
-    return write_pipeline_dir(out, pipe, card, carry_records(base_dir))
+    made = classifier_record(result, dataset_id, from_model=str(card["model_id"]),
+                             consent=consent_text(consent_events), guidance_scale=guidance_scale, **record)
+    return write_with_part(out, base_dir, pipe, card, "style_classifier", made, STYLE_GUIDE_SUFFIX,
+                           result.steps, result.classifier)

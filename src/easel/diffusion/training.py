@@ -789,6 +789,31 @@ def carry_records(base_dir: Path) -> Callable[[Path], None]:
     return fill
 
 
+def base_for_part(base_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """``base_dir``'s pipeline (on the CPU) and model card, for an export that adds one part to
+    that model (an expert, a style guide, a palette); ``BadInput`` when it has no card."""
+    from easel.diffusion.model_card import read_model_card
+    from easel.diffusion.pipeline import load_pipeline
+    from easel.errors import BadInput
+
+    card = read_model_card(base_dir)
+    if not card:
+        raise BadInput(f"{base_dir} has no model card", hint="give a directory written by `easel train base`")
+    return load_pipeline(base_dir, device="cpu"), card
+
+
+def write_with_part(out: Path, base_dir: Path, pipe: Any, card: dict[str, Any], key: str,
+                    record: dict[str, Any], suffix: str, count: int, part: torch.nn.Module) -> Path:
+    """Write ``pipe`` (``base_dir``'s model with ``part`` added) as ``out``: the card gains
+    ``record`` under ``key``, the model id gains ``<suffix><count>w<part's weights tag>``
+    (``with_id_part``), and the base model's evaluation is cleared (its figures do not describe
+    the new model). ``out`` may be ``base_dir`` itself: the directory is replaced atomically."""
+    card["model_id"] = with_id_part(str(card["model_id"]), suffix, count, weights_tag(part))
+    card[key] = record
+    card["evaluation"] = {}
+    return write_pipeline_dir(out, pipe, card, carry_records(base_dir))
+
+
 EXPERT_SUFFIX = "-h"
 """Part of a model id whose pipeline has a high-noise expert: ``…-s32174-h2700w0a1b2c3d-d4429`` is
 the denoiser of step 32,174, an expert trained 2,700 steps beside it (weights 0a1b2c3d), and
@@ -806,35 +831,28 @@ def export_expert_model(out: Path, base_dir: Path, state: BaseTrainState, config
     less the base model's, which it started from), and the model id gains
     ``-h<expert steps>w<its weights tag>``.
     """
-    from easel.diffusion.model_card import read_model_card
-    from easel.diffusion.pipeline import check_expert, load_pipeline
+    from easel.diffusion.pipeline import check_expert
     from easel.errors import BadInput
 
     lo, hi = config.sigma_range
     if hi != 1.0:  # check_expert below refuses a LO outside (0, 1)
         raise BadInput(f"a high-noise expert is trained on LO,1, not {lo:g},{hi:g}")
-    card = read_model_card(base_dir)
-    if not card:
-        raise BadInput(f"{base_dir} has no model card", hint="give a directory written by `easel train base`")
+    pipe, card = base_for_part(base_dir)
     base = card["training"]
     own = {"steps": state.step - int(base["steps"]), "samples": state.samples - int(base["samples"]),
            "seconds": round(state.seconds - float(base["seconds"]), 1),
            "cpu_seconds": round(state.cpu_seconds - float(base["cpu_seconds"]), 1)}
-    pipe = load_pipeline(base_dir, device="cpu")
     expert = state.ema
     check_expert(pipe.unet, expert, lo)
     pipe.register_modules(unet_high_noise=expert)
     pipe.register_to_config(high_noise_sigma=float(lo))
-    base_id = str(card["model_id"])
-    card["model_id"] = with_id_part(base_id, EXPERT_SUFFIX, int(own["steps"]), weights_tag(expert))
-    card["high_noise_expert"] = {
-        "sigma": float(lo), "from_model": base_id, "dataset_id": dataset_id,
+    record = {
+        "sigma": float(lo), "from_model": str(card["model_id"]), "dataset_id": dataset_id,
         "consent": consent_text(consent_events),
         **own, "device": str(pick_device(device)),
         "final_loss": state.losses[-1] if state.losses else None,
         "unet_parameters": sum(p.numel() for p in expert.parameters()),
         "config": config.to_dict(),
     }
-    card["evaluation"] = {}  # the base model's figures do not describe the pair
-
-    return write_pipeline_dir(out, pipe, card, carry_records(base_dir))
+    return write_with_part(out, base_dir, pipe, card, "high_noise_expert", record, EXPERT_SUFFIX,
+                           int(own["steps"]), expert)
