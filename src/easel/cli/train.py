@@ -44,6 +44,18 @@ def consent_check(manifest: Path, purpose: str = "train_base") -> dict[str, str]
     return require_consent(manifest, purpose, url)
 
 
+def _part_inputs(init_from: Path, manifest: Path | None) -> tuple[Path, dict[str, str]]:
+    """For a command that adds a part to ``init_from``'s model: refuse a folder that is not an
+    Easel model, then the manifest and its consent check (``consent_check``)."""
+    from easel.errors import BadInput
+
+    if not (init_from / "model_index.json").exists():
+        raise BadInput(f"{init_from} is not an Easel model directory (no model_index.json)",
+                       hint="give a directory written by `easel train base`, e.g. src/easel/models/embedded")
+    path = _manifest(manifest)
+    return path, consent_check(path)
+
+
 @train_app.command("autoencoder")
 def autoencoder(
     manifest: Path = typer.Option(None, help="Corpus manifest (64 px build); default: EASEL_HOME's."),
@@ -488,11 +500,7 @@ def style_guide(
         check_guidance(scale, "--scale")
     if discriminator and fakes < batch_size:
         raise BadInput(f"--fakes must be at least one batch (--batch-size {batch_size}), got {fakes}")
-    if not (init_from / "model_index.json").exists():
-        raise BadInput(f"{init_from} is not an Easel model directory (no model_index.json)",
-                       hint="give a directory written by `easel train base`, e.g. src/easel/models/embedded")
-    path = _manifest(manifest)
-    consent = consent_check(path)
+    path, consent = _part_inputs(init_from, manifest)
     from easel.diffusion.data import load_training_set
     from easel.diffusion.pipeline import load_pipeline
     from easel.diffusion.style_guide import (
@@ -575,11 +583,7 @@ def palette(
     check_strength(strength, "--strength")
     if not radius > 0.0:
         raise BadInput(f"--radius must be above 0, got {radius}")
-    if not (init_from / "model_index.json").exists():
-        raise BadInput(f"{init_from} is not an Easel model directory (no model_index.json)",
-                       hint="give a directory written by `easel train base`, e.g. src/easel/models/embedded")
-    path = _manifest(manifest)
-    consent = consent_check(path)
+    path, consent = _part_inputs(init_from, manifest)
     from easel.diffusion.data import load_training_set
     from easel.diffusion.palette import build_palette, export_palette
 

@@ -9,8 +9,8 @@ its training icons, and moves each pixel of a picture drawn in that style onto i
 colour in the palette, by ``strength`` (1: all the way), when it lies within ``radius`` (RGB
 distance, 0–255 units) of it. Pixels further from every palette colour (an edge between two
 fills, a colour the set never uses) are left as drawn, and so are the pixels nearest the most
-frequent colour, the canvas the icons are drawn on (white): painting them would merge a light
-drawing into its background.
+frequent colour, the canvas the icons are drawn on (white): the canvas is not paint, and
+snapping off-white pixels to pure white would thin light drawings into the background.
 
 The palette is a pipeline component (``style_palette``), saved with the model like its
 weights, so the weights digest in every picture's credentials covers it. ``easel train
@@ -37,8 +37,8 @@ DEFAULT_RADIUS = 60.0
 """How near (RGB distance, 0–255 units) a pixel must be to a palette colour to move onto it."""
 
 PALETTE_SUFFIX = "-p"
-"""Part of a model id whose pipeline paints with a style palette: ``…-s41032-w…-p32w0a1b2c3d-d4429``
-keeps 32 colours per style (palette weights 0a1b2c3d)."""
+"""Part of a model id whose pipeline paints with a style palette: ``…-s41032-w…-p16w0a1b2c3d-d4429``
+keeps 16 colours per style (palette weights 0a1b2c3d)."""
 
 
 def check_strength(value: float, name: str = "palette_strength") -> float:
@@ -76,7 +76,7 @@ class StylePalette(ModelMixin, ConfigMixin):
         return list(self.config.style_tags)
 
     def colours_of(self, tag: str) -> np.ndarray:
-        """``uint8 [colours x 3]``: the palette of ``tag`` (``KeyError`` if it has none)."""
+        """``uint8 [colours x 3]``: the palette of ``tag`` (``ValueError`` if it has none)."""
         return self.palette[self.tags.index(tag)].round().to(torch.uint8).numpy()
 
     def paint(self, images: np.ndarray, tags: Sequence[str | None], strength: float | None = None,
