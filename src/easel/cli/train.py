@@ -44,6 +44,21 @@ def consent_check(manifest: Path, purpose: str = "train_base") -> dict[str, str]
     return require_consent(manifest, purpose, url)
 
 
+def _record_lineage(model_dir: Path, dataset_id: str | None = None) -> str:
+    """Record the model written at ``model_dir`` (its card's id) as trained on ``dataset_id``
+    (default: the card's own), so that `easel registry affected` names it when consent is
+    withdrawn; returns the model id. The lineage table holds one dataset per model."""
+    from easel.db import session_scope
+    from easel.diffusion.model_card import read_model_card
+    from easel.registry.lineage import record_model
+
+    card = read_model_card(model_dir)
+    with session_scope(get_settings().db_url) as session:
+        record_model(session, card["model_id"], dataset_id or card["dataset_id"], kind="base",
+                     path=str(model_dir))
+    return str(card["model_id"])
+
+
 def _part_inputs(init_from: Path, manifest: Path | None) -> tuple[Path, dict[str, str]]:
     """For a command that adds a part to ``init_from``'s model: refuse a folder that is not an
     Easel model, then the manifest and its consent check (``consent_check``)."""
@@ -144,16 +159,11 @@ def autoencoder(
     typer.echo(f"{'decoder' if decoder_only else 'autoencoder'}: {result.steps} steps in "
                f"{result.seconds / 60:.1f} min, validation PSNR {result.val_psnr:.2f} dB → {out}")
     if install_into is not None:
-        from easel.db import session_scope
-        from easel.diffusion.model_card import read_model_card
         from easel.diffusion.training import install_decoder
-        from easel.registry.lineage import record_model
 
-        model_id = install_decoder(install_into, out)
-        # the lineage table holds one dataset per model: the denoiser's (the card names both)
-        with session_scope(get_settings().db_url) as session:
-            record_model(session, model_id, read_model_card(install_into)["dataset_id"], kind="base",
-                         path=str(install_into))
+        install_decoder(install_into, out)
+        # the denoiser's dataset (the card names both)
+        model_id = _record_lineage(install_into)
         typer.echo(f"installed into {install_into} as {model_id}")
 
 
@@ -445,13 +455,7 @@ def base(
                           consent_events=len(consent), device=device,
                           autoencoder=read_autoencoder_record(vae or init_from / "vae"),
                           extra=carried_lineage(previous, data.dataset_id, state.step) or None)
-    from easel.db import session_scope
-    from easel.registry.lineage import record_model
-
-    card = read_model_card(out)
-    with session_scope(get_settings().db_url) as session:
-        # So that `easel registry affected` can name this model when consent is withdrawn.
-        record_model(session, card["model_id"], data.dataset_id, kind="base", path=str(out))
+    _record_lineage(out, data.dataset_id)
     typer.echo(f"trained {state.step} steps ({state.samples} samples, {state.seconds / 60:.1f} min) → {out}")
 
 
@@ -537,14 +541,7 @@ def style_guide(
                                         val_latents=val_latents, val_tags=val_tags)
     export_style_guide(out, init_from, result, data.dataset_id, consent_events=len(consent),
                        guidance_scale=scale, **extra)
-    from easel.db import session_scope
-    from easel.diffusion.model_card import read_model_card
-    from easel.registry.lineage import record_model
-
-    with session_scope(get_settings().db_url) as session:
-        # The classifier learned from this dataset: `easel registry affected` names the model.
-        record_model(session, read_model_card(out)["model_id"], data.dataset_id, kind="base",
-                     path=str(out))
+    _record_lineage(out, data.dataset_id)  # the classifier learned from this dataset
     said = ", ".join(f"{k} {v:.3f}" for k, v in result.accuracy.items()) or "not measured (no val split)"
     what = "discriminator" if discriminator else "style classifier"
     measure = "held-out balanced accuracy" if discriminator else "val accuracy"
@@ -592,14 +589,7 @@ def palette(
     built = build_palette(data.images.permute(0, 2, 3, 1).numpy(), tags, colours=colours,
                           strength=strength, radius=radius)
     export_palette(out, init_from, built, data.dataset_id, items=len(tags), consent_events=len(consent))
-    from easel.db import session_scope
-    from easel.diffusion.model_card import read_model_card
-    from easel.registry.lineage import record_model
-
-    model_id = read_model_card(out)["model_id"]
-    with session_scope(get_settings().db_url) as session:
-        # The palette's colours come from this dataset: `easel registry affected` names the model.
-        record_model(session, model_id, data.dataset_id, kind="base", path=str(out))
+    model_id = _record_lineage(out, data.dataset_id)  # the palette's colours come from this dataset
     typer.echo(f"palette: {colours} colours for each of {len(built.tags)} styles from {len(tags)} icons "
                f"→ {out} ({model_id})")
 

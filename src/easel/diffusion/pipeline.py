@@ -111,10 +111,9 @@ class EaselPipeline(DiffusionPipeline):
 
         if strength is not None:
             check_strength(strength)
-        palette = getattr(self, "style_palette", None)
-        if palette is None:
+        if self.style_palette is None:
             return 0.0
-        return float(palette.config.strength if strength is None else strength)
+        return float(self.style_palette.config.strength if strength is None else strength)
 
     # -- helpers -----------------------------------------------------------------------
     @property
